@@ -1,0 +1,58 @@
+"""One settings object for the whole project.
+
+Read from the environment (prefix ``ESTEIRA_``) and an optional ``.env`` file when asked for,
+never at import. Defaults are the embedded ones: everything lives under one local data folder
+(``ESTEIRA_HOME``, default ``./.esteira``), so nothing has to be started by hand.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ESTEIRA_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".esteira"), description="Local data folder for the embedded default.")
+    database_url: str | None = Field(
+        default=None, description="Registry database URL; default sqlite under `home`. postgresql+psycopg://..."
+    )
+    artifact_root: str | None = Field(
+        default=None, description="Artifact store root: a folder or any fsspec URI (s3://bucket/prefix)."
+    )
+    feature_repo: Path = Field(
+        default=PROJECT_ROOT / "feature_repo", description="Feast feature repository (feature definitions)."
+    )
+    feast_online_store: str = Field(
+        default="sqlite", description="'sqlite' (embedded) or a redis connection string host:port[,db=N]."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address (ray://host:10001 or host:6379); None starts local Ray."
+    )
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str(self.home / "artifacts")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use. Tests call ``get_settings.cache_clear()``."""
+    return Settings()
