@@ -1,0 +1,546 @@
+"""The registry's Python API: one ``Registry`` object over one database and one artifact store.
+
+Every change that must be all-or-nothing (register a version, move an alias, roll back) is one write
+transaction that first locks the model's row, so concurrent writers on the same model queue up instead
+of interleaving; the audit event is written in that same transaction, so the log can never disagree
+with the aliases.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlmodel import Session
+
+from registry import db
+from registry.artifacts import ArtifactStore, StoredArtifact
+from registry.errors import InvalidName, NotFound, RegistryError, RegistryUnavailable
+from registry.flavors.base import Predictor, get_flavor
+from registry.models import (
+    AuditEvent,
+    ModelAlias,
+    ModelVersion,
+    MonitoringReport,
+    RegisteredModel,
+    TrainingRun,
+    Trial,
+    utcnow,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+ALIAS_CHANGES = ("promote", "rollback")
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidName(
+            f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (max 128), starting alphanumeric"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias.isdigit():
+        raise InvalidName(
+            f"invalid alias {alias!r}: use lowercase letters, digits, '_', '-' (max 64), starting with a letter"
+        )
+    return alias
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``name``, ``name:3`` or ``name@production``, parsed."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        if "@" in text:
+            name, alias = text.split("@", 1)
+            return cls(check_model_name(name), alias=check_alias(alias))
+        if ":" in text:
+            name, version = text.split(":", 1)
+            if not version.isdigit():
+                raise InvalidName(f"invalid version {version!r} in {text!r}: expected a positive integer")
+            return cls(check_model_name(name), version=int(version))
+        return cls(check_model_name(text))
+
+
+_COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "=": operator.eq,
+                "==": operator.eq, "!=": operator.ne}
+_FILTER_RE = re.compile(r"^\s*(metrics|params|tags)\.([\w.-]+)\s*(>=|<=|==|!=|>|<|=)\s*(.+?)\s*$")
+
+
+def _parse_filter(text: str) -> tuple[str, str, Any, Any]:
+    """``metrics.roc_auc > 0.8`` -> (section, key, comparator, value)."""
+    match = _FILTER_RE.match(text)
+    if not match:
+        raise RegistryError(f"invalid filter {text!r}: expected e.g. 'metrics.roc_auc > 0.8' or 'tags.team = risk'")
+    section, key, op, raw = match.groups()
+    raw = raw.strip("'\"")
+    value: Any
+    try:
+        value = float(raw)
+    except ValueError:
+        value = raw
+    return section, key, _COMPARATORS[op], value
+
+
+class Registry:
+    """Model registry and ML metadata store.
+
+    >>> reg = Registry.from_url("sqlite:///.esteira/registry.db")   # doctest: +SKIP
+    >>> mv = reg.register_version("churn", model, signature=sig, metrics={"roc_auc": 0.91})  # doctest: +SKIP
+    >>> reg.promote("churn", mv.version, alias="production", reason="beats v1")  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, artifact_root: str, *, migrate: bool = True) -> None:
+        self.url = db.normalise_url(url)
+        self.read_engine, self.write_engine = db.make_engines(self.url)
+        self.artifacts = ArtifactStore(artifact_root)
+        if migrate:
+            with self._unavailable_as_error():
+                db.upgrade(self.url, self.write_engine)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, artifact_root: str | None = None, *, migrate: bool = True) -> Registry:
+        """A registry on ``url`` (default: the settings' database), migrated to the latest schema."""
+        if url is None or artifact_root is None:
+            from esteira.settings import get_settings
+
+            settings = get_settings()
+            url = url or settings.resolved_database_url
+            artifact_root = artifact_root or settings.resolved_artifact_root
+        return cls(url, artifact_root, migrate=migrate)
+
+    def close(self) -> None:
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()
+
+    # -- sessions -------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _unavailable_as_error(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as exc:
+            raise RegistryUnavailable(f"registry database unreachable ({self._safe_url()}): {exc.orig}") from exc
+
+    def _safe_url(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._unavailable_as_error(), Session(self.read_engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._unavailable_as_error(), Session(self.write_engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    @staticmethod
+    def _lock_model(session: Session, name: str) -> RegisteredModel:
+        """The model's row, locked for the rest of the transaction (SQLite: the write lock is already held)."""
+        model = session.execute(
+            select(RegisteredModel).where(RegisteredModel.name == name).with_for_update()  # type: ignore[arg-type]
+        ).scalar_one_or_none()
+        if model is None:
+            raise NotFound(f"model {name!r} not found")
+        return model
+
+    # -- models ---------------------------------------------------------------------------------------------
+
+    def create_model(self, name: str, description: str = "", tags: dict[str, str] | None = None,
+                     actor: str = "unknown") -> RegisteredModel:
+        """Create the model if it does not exist; return it either way."""
+        check_model_name(name)
+        existing = self.get_model(name, missing_ok=True)
+        if existing is not None:
+            return existing
+        try:
+            with self._write() as session:
+                model = RegisteredModel(name=name, description=description, tags=tags or {})
+                session.add(model)
+                session.add(AuditEvent(model_name=name, action="create_model", actor=actor))
+                session.flush()
+                return model
+        except SAIntegrityError:  # created concurrently by someone else
+            return self.get_model(name)  # type: ignore[return-value]
+
+    def get_model(self, name: str, *, missing_ok: bool = False) -> RegisteredModel | None:
+        with self._read() as session:
+            model = session.execute(select(RegisteredModel).where(RegisteredModel.name == name)).scalar_one_or_none()
+        if model is None and not missing_ok:
+            raise NotFound(f"model {name!r} not found")
+        return model
+
+    def list_models(self) -> list[RegisteredModel]:
+        with self._read() as session:
+            return list(session.execute(select(RegisteredModel).order_by(RegisteredModel.name)).scalars())
+
+    # -- versions -------------------------------------------------------------------------------------------
+
+    def register_version(self, name: str, model: Any, *, flavor: str = "sklearn", **metadata: Any) -> ModelVersion:
+        """Serialise ``model`` with its flavor, store and hash the artifact, record a new version.
+
+        ``metadata`` are ModelVersion fields: signature, params, metrics, tags, feature_service,
+        training_set_uri, training_set_sha256, code_version, package_versions, flow_run_id,
+        training_run_id, description, reference_profile (bytes of a whylogs profile).
+        """
+        plugin = get_flavor(flavor)
+        return self.register_artifact(name, plugin.save(model), flavor=flavor, file_name=plugin.file_name,
+                                      **metadata)
+
+    def register_artifact(self, name: str, data: bytes, *, flavor: str, file_name: str | None = None,
+                          reference_profile: bytes | None = None, actor: str = "unknown",
+                          **fields: Any) -> ModelVersion:
+        """Record a version from already-serialised bytes (what a flavor's ``save`` returned)."""
+        check_model_name(name)
+        unknown = set(fields) - set(ModelVersion.model_fields)
+        if unknown:
+            raise RegistryError(f"unknown version fields: {', '.join(sorted(unknown))}")
+        self.create_model(name, actor=actor)
+        stored = self.artifacts.put(name, file_name or get_flavor(flavor).file_name, data)
+        profile: StoredArtifact | None = None
+        if reference_profile is not None:
+            profile = self.artifacts.put(f"{name}/profiles", "reference.bin", reference_profile)
+        with self._write() as session:
+            model = self._lock_model(session, name)
+            latest = session.execute(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
+            version = ModelVersion(
+                model_id=model.id, model_name=name, version=(latest.scalar() or 0) + 1, flavor=flavor,
+                artifact_uri=stored.uri, artifact_sha256=stored.sha256, artifact_size=stored.size,
+                reference_profile_uri=profile.uri if profile else None,
+                reference_profile_sha256=profile.sha256 if profile else None, **fields,
+            )
+            session.add(version)
+            session.flush()
+            session.add(AuditEvent(model_name=name, action="register", to_version=version.version, actor=actor,
+                                   details={"artifact_sha256": stored.sha256, "flavor": flavor}))
+            return version
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        with self._read() as session:
+            found = session.execute(
+                select(ModelVersion).where(ModelVersion.model_name == name, ModelVersion.version == version)
+            ).scalar_one_or_none()
+        if found is None:
+            self.get_model(name)  # says "model not found" when that is the problem
+            raise NotFound(f"version {version} of model {name!r} not found")
+        return found
+
+    def get_by_alias(self, name: str, alias: str) -> ModelVersion:
+        version = self.resolve_alias(name, alias)
+        if version is None:
+            self.get_model(name)
+            raise NotFound(f"model {name!r} has no alias {alias!r}")
+        return self.get_version(name, version)
+
+    def get(self, ref: str | ModelRef) -> ModelVersion:
+        """``name:3``, ``name@production`` or ``name`` (its latest version)."""
+        parsed = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        if parsed.alias:
+            return self.get_by_alias(parsed.name, parsed.alias)
+        if parsed.version is not None:
+            return self.get_version(parsed.name, parsed.version)
+        versions = self.list_versions(parsed.name, limit=1)
+        if not versions:
+            raise NotFound(f"model {parsed.name!r} has no versions")
+        return versions[0]
+
+    def resolve_alias(self, name: str, alias: str) -> int | None:
+        """The version number an alias points at, or None. The gateway polls this: one indexed query."""
+        with self._unavailable_as_error(), self.read_engine.connect() as connection:
+            return connection.execute(
+                select(ModelAlias.version)
+                .join(RegisteredModel, RegisteredModel.id == ModelAlias.model_id)  # type: ignore[arg-type]
+                .where(RegisteredModel.name == name, ModelAlias.alias == alias)
+            ).scalar_one_or_none()
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with self._unavailable_as_error(), self.read_engine.connect() as connection:
+            rows = connection.execute(
+                select(ModelAlias.alias, ModelAlias.version)
+                .join(RegisteredModel, RegisteredModel.id == ModelAlias.model_id)  # type: ignore[arg-type]
+                .where(RegisteredModel.name == name)
+                .order_by(ModelAlias.alias)
+            )
+            return {alias: version for alias, version in rows}
+
+    def list_versions(self, name: str, *, filters: Sequence[str] = (), order_by: str | None = None,
+                      limit: int | None = None) -> list[ModelVersion]:
+        """Versions of a model, newest first, optionally filtered (``metrics.roc_auc > 0.8``, ``tags.k = v``)
+        and ordered (``metrics.roc_auc`` descending, or ``-metrics.roc_auc`` ascending)."""
+        self.get_model(name)
+        parsed = [_parse_filter(text) for text in filters]
+        with self._read() as session:
+            versions = list(session.execute(
+                select(ModelVersion).where(ModelVersion.model_name == name).order_by(ModelVersion.version.desc())  # type: ignore[union-attr]
+            ).scalars())
+
+        def matches(mv: ModelVersion) -> bool:
+            for section, key, compare, value in parsed:
+                have = getattr(mv, section).get(key)
+                if have is None:
+                    return False
+                try:
+                    if not compare(type(value)(have) if isinstance(value, float) else str(have), value):
+                        return False
+                except (TypeError, ValueError):
+                    return False
+            return True
+
+        versions = [mv for mv in versions if matches(mv)]
+        if order_by:
+            ascending = order_by.startswith("-")
+            section, _, key = order_by.lstrip("-").partition(".")
+            if section not in ("metrics", "params") or not key:
+                raise RegistryError(f"invalid order {order_by!r}: expected e.g. 'metrics.roc_auc'")
+            with_key = [mv for mv in versions if getattr(mv, section).get(key) is not None]
+            without = [mv for mv in versions if getattr(mv, section).get(key) is None]
+            with_key.sort(key=lambda mv: getattr(mv, section)[key], reverse=not ascending)
+            versions = with_key + without
+        return versions[:limit] if limit else versions
+
+    def set_version_status(self, name: str, version: int, status: str, *, reason: str = "",
+                           actor: str = "unknown", details: dict[str, Any] | None = None) -> None:
+        with self._write() as session:
+            self._lock_model(session, name)
+            mv = session.execute(
+                select(ModelVersion).where(ModelVersion.model_name == name, ModelVersion.version == version)
+            ).scalar_one_or_none()
+            if mv is None:
+                raise NotFound(f"version {version} of model {name!r} not found")
+            previous, mv.status = mv.status, status
+            session.add(mv)
+            session.add(AuditEvent(model_name=name, action=f"status:{status}", to_version=version, actor=actor,
+                                   reason=reason, details={"previous": previous, **(details or {})}))
+
+    # -- artifacts ------------------------------------------------------------------------------------------
+
+    def read_artifact(self, mv: ModelVersion) -> bytes:
+        """The version's artifact bytes; IntegrityError if they no longer match the recorded sha256."""
+        return ArtifactStore.read_verified(mv.artifact_uri, mv.artifact_sha256)
+
+    def load_predictor(self, mv: ModelVersion) -> Predictor:
+        """Verify the artifact's hash, then let the version's flavor turn it into a predictor."""
+        return get_flavor(mv.flavor).load(self.read_artifact(mv), mv.signature)
+
+    def read_reference_profile(self, mv: ModelVersion) -> bytes | None:
+        if not mv.reference_profile_uri or not mv.reference_profile_sha256:
+            return None
+        return ArtifactStore.read_verified(mv.reference_profile_uri, mv.reference_profile_sha256)
+
+    def put_artifact(self, namespace: str, file_name: str, data: bytes) -> StoredArtifact:
+        """Store side artifacts (training-set snapshots, reports) in the same content-addressed store."""
+        return self.artifacts.put(namespace, file_name, data)
+
+    # -- aliases --------------------------------------------------------------------------------------------
+
+    def promote(self, name: str, version: int, *, alias: str = "production", reason: str = "",
+                actor: str = "unknown", details: dict[str, Any] | None = None) -> AuditEvent:
+        """Point ``alias`` at ``version``: one transaction, with its audit event."""
+        check_alias(alias)
+        with self._write() as session:
+            model = self._lock_model(session, name)
+            return self._move_alias(session, model, alias, version, "promote", reason, actor, details)
+
+    def rollback(self, name: str, *, alias: str = "production", reason: str = "",
+                 actor: str = "unknown") -> AuditEvent:
+        """Point ``alias`` back at the version that held it before the current holder was promoted.
+
+        Promotions push onto the alias's history and rollbacks pop, so rolling back twice after
+        v1 -> v2 -> v3 gives v2, then v1.
+        """
+        check_alias(alias)
+        with self._write() as session:
+            model = self._lock_model(session, name)
+            stack = self._holder_stack(session, name, alias)
+            if len(stack) < 2:
+                raise NotFound(f"alias {alias!r} of model {name!r} has no earlier version to roll back to")
+            return self._move_alias(session, model, alias, stack[-2], "rollback", reason, actor, None)
+
+    def delete_alias(self, name: str, alias: str, *, reason: str = "", actor: str = "unknown") -> AuditEvent:
+        check_alias(alias)
+        with self._write() as session:
+            model = self._lock_model(session, name)
+            row = session.get(ModelAlias, (model.id, alias))
+            if row is None:
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            session.delete(row)
+            event = AuditEvent(model_name=name, action="delete_alias", alias=alias, from_version=row.version,
+                               actor=actor, reason=reason)
+            session.add(event)
+            session.flush()
+            return event
+
+    @staticmethod
+    def _holder_stack(session: Session, name: str, alias: str) -> list[int]:
+        events = session.execute(
+            select(AuditEvent.action, AuditEvent.to_version)
+            .where(AuditEvent.model_name == name, AuditEvent.alias == alias,
+                   AuditEvent.action.in_(ALIAS_CHANGES + ("delete_alias",)))  # type: ignore[attr-defined]
+            .order_by(AuditEvent.id)
+        ).all()
+        stack: list[int] = []
+        for action, to_version in events:
+            if action == "promote":
+                stack.append(to_version)
+            elif action == "rollback" and stack:
+                stack.pop()
+            elif action == "delete_alias":
+                stack.clear()
+        return stack
+
+    def _move_alias(self, session: Session, model: RegisteredModel, alias: str, version: int, action: str,
+                    reason: str, actor: str, details: dict[str, Any] | None) -> AuditEvent:
+        target = session.execute(
+            select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
+        ).scalar_one_or_none()
+        if target is None:
+            raise NotFound(f"version {version} of model {model.name!r} not found")
+        row = session.get(ModelAlias, (model.id, alias))
+        previous = row.version if row else None
+        if row is None:
+            row = ModelAlias(model_id=model.id, alias=alias, version_id=target.id, version=version)
+        else:
+            row.version_id, row.version, row.updated_at = target.id, version, utcnow()
+        session.add(row)
+        event = AuditEvent(model_name=model.name, action=action, alias=alias, from_version=previous,
+                           to_version=version, actor=actor, reason=reason, details=details or {})
+        session.add(event)
+        session.flush()
+        return event
+
+    # -- audit ----------------------------------------------------------------------------------------------
+
+    def history(self, name: str | None = None, *, alias: str | None = None, limit: int | None = None
+                ) -> list[AuditEvent]:
+        """Audit events, oldest first."""
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if name is not None:
+            self.get_model(name)
+            query = query.where(AuditEvent.model_name == name)
+        if alias is not None:
+            query = query.where(AuditEvent.alias == alias)
+        with self._read() as session:
+            events = list(session.execute(query).scalars())
+        return events[-limit:] if limit else events
+
+    def record_event(self, name: str, action: str, *, version: int | None = None, reason: str = "",
+                     actor: str = "unknown", details: dict[str, Any] | None = None) -> AuditEvent:
+        """Append an event that is not an alias move (e.g. the gateway refusing to load a version)."""
+        with self._write() as session:
+            event = AuditEvent(model_name=name, action=action, to_version=version, actor=actor, reason=reason,
+                               details=details or {})
+            session.add(event)
+            session.flush()
+            return event
+
+    # -- training runs and trials --------------------------------------------------------------------------
+
+    def start_run(self, model_name: str, *, spec: dict[str, Any] | None = None, flow_run_id: str | None = None,
+                  training_set_sha256: str | None = None) -> TrainingRun:
+        check_model_name(model_name)
+        with self._write() as session:
+            run = TrainingRun(model_name=model_name, spec=spec or {}, flow_run_id=flow_run_id,
+                              training_set_sha256=training_set_sha256)
+            session.add(run)
+            session.flush()
+            return run
+
+    def record_trial(self, run_id: int, *, family: str, params: dict[str, Any], metrics: dict[str, float],
+                     duration_s: float, status: str = "succeeded", error: str | None = None) -> Trial:
+        with self._write() as session:
+            trial = Trial(run_id=run_id, family=family, params=params, metrics=metrics, duration_s=duration_s,
+                          status=status, error=error[:8000] if error else None)
+            session.add(trial)
+            session.flush()
+            return trial
+
+    def record_trials(self, run_id: int, trials: Sequence[dict[str, Any]]) -> list[Trial]:
+        """Many trials in one transaction (a search of hundreds should not be hundreds of commits)."""
+        with self._write() as session:
+            rows = [Trial(run_id=run_id, **{k: v for k, v in t.items() if k in Trial.model_fields}) for t in trials]
+            session.add_all(rows)
+            session.flush()
+            return rows
+
+    def finish_run(self, run_id: int, *, status: str, best_trial_id: int | None = None,
+                   registered_version: int | None = None, summary: dict[str, Any] | None = None,
+                   error: str | None = None, training_set_sha256: str | None = None) -> TrainingRun:
+        with self._write() as session:
+            run = session.get(TrainingRun, run_id)
+            if run is None:
+                raise NotFound(f"training run {run_id} not found")
+            run.status, run.best_trial_id, run.registered_version = status, best_trial_id, registered_version
+            run.summary, run.error, run.finished_at = summary or {}, error[:8000] if error else None, utcnow()
+            if training_set_sha256:
+                run.training_set_sha256 = training_set_sha256
+            session.add(run)
+            return run
+
+    def get_run(self, run_id: int) -> TrainingRun:
+        with self._read() as session:
+            run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise NotFound(f"training run {run_id} not found")
+        return run
+
+    def list_runs(self, model_name: str | None = None, limit: int = 50) -> list[TrainingRun]:
+        query = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)  # type: ignore[union-attr]
+        if model_name:
+            query = query.where(TrainingRun.model_name == model_name)
+        with self._read() as session:
+            return list(session.execute(query).scalars())
+
+    def trials(self, run_id: int) -> list[Trial]:
+        with self._read() as session:
+            return list(session.execute(select(Trial).where(Trial.run_id == run_id).order_by(Trial.id)).scalars())
+
+    # -- monitoring -----------------------------------------------------------------------------------------
+
+    def record_report(self, report: MonitoringReport) -> MonitoringReport:
+        with self._write() as session:
+            session.add(report)
+            session.flush()
+            return report
+
+    def update_report(self, report_id: int, **fields: Any) -> MonitoringReport:
+        with self._write() as session:
+            report = session.get(MonitoringReport, report_id)
+            if report is None:
+                raise NotFound(f"monitoring report {report_id} not found")
+            for key, value in fields.items():
+                setattr(report, key, value)
+            session.add(report)
+            return report
+
+    def reports(self, model_name: str, *, limit: int = 50, decision: str | None = None,
+                since: datetime | None = None) -> list[MonitoringReport]:
+        """Monitoring reports, newest first."""
+        query = select(MonitoringReport).where(MonitoringReport.model_name == model_name)
+        if decision:
+            query = query.where(MonitoringReport.decision == decision)
+        if since:
+            query = query.where(MonitoringReport.created_at >= since)
+        query = query.order_by(MonitoringReport.id.desc()).limit(limit)  # type: ignore[union-attr]
+        with self._read() as session:
+            return list(session.execute(query).scalars())

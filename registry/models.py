@@ -1,0 +1,161 @@
+"""The registry's tables. SQLModel classes are both the database schema and the Python types.
+
+Alembic migrations under ``registry/migrations`` must produce exactly this schema; a test compares them.
+JSON columns hold the open-ended parts (params, metrics, signatures, drift scores) so that a new
+metric or model family needs no migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(**kwargs: Any) -> Any:
+    """A JSON column; ``default_factory`` keeps one mutable default per row."""
+    return Field(sa_column=Column(JSON, nullable=kwargs.pop("nullable", False)), **kwargs)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=kwargs.pop("nullable", False)), **kwargs)
+
+
+class RegisteredModel(SQLModel, table=True):
+    __tablename__ = "registered_model"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True, index=True)
+    description: str = Field(default="", max_length=4000)
+    tags: dict[str, str] = _json(default_factory=dict)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ModelVersion(SQLModel, table=True):
+    """One trained model: its artifact and everything needed to know where it came from."""
+
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="registered_model.id", index=True)
+    model_name: str = Field(max_length=128)
+    version: int
+    status: str = Field(default="ready", max_length=32)
+    flavor: str = Field(max_length=64)
+    artifact_uri: str = Field(max_length=2048)
+    artifact_sha256: str = Field(max_length=64)
+    artifact_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    signature: dict[str, Any] = _json(default_factory=dict)
+    params: dict[str, Any] = _json(default_factory=dict)
+    metrics: dict[str, float] = _json(default_factory=dict)
+    tags: dict[str, str] = _json(default_factory=dict)
+    feature_service: str | None = Field(default=None, max_length=256)
+    training_set_uri: str | None = Field(default=None, max_length=2048)
+    training_set_sha256: str | None = Field(default=None, max_length=64)
+    reference_profile_uri: str | None = Field(default=None, max_length=2048)
+    reference_profile_sha256: str | None = Field(default=None, max_length=64)
+    code_version: str | None = Field(default=None, max_length=128)
+    package_versions: dict[str, str] = _json(default_factory=dict)
+    flow_run_id: str | None = Field(default=None, max_length=64)
+    training_run_id: int | None = Field(default=None, foreign_key="training_run.id")
+    description: str = Field(default="", max_length=4000)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model_name}:{self.version}"
+
+
+class ModelAlias(SQLModel, table=True):
+    """(model, alias) -> version. The primary key makes an alias unique per model."""
+
+    __tablename__ = "model_alias"
+
+    model_id: int = Field(foreign_key="registered_model.id", primary_key=True)
+    alias: str = Field(max_length=64, primary_key=True)
+    version_id: int = Field(foreign_key="model_version.id")
+    version: int
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class TrainingRun(SQLModel, table=True):
+    """One search: the spec it ran, the data it saw, how it ended."""
+
+    __tablename__ = "training_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(max_length=128, index=True)
+    status: str = Field(default="running", max_length=32)
+    spec: dict[str, Any] = _json(default_factory=dict)
+    training_set_sha256: str | None = Field(default=None, max_length=64)
+    flow_run_id: str | None = Field(default=None, max_length=64)
+    best_trial_id: int | None = Field(default=None)
+    registered_version: int | None = Field(default=None)
+    summary: dict[str, Any] = _json(default_factory=dict)
+    error: str | None = Field(default=None, max_length=8000)
+    started_at: datetime = _ts(default_factory=utcnow)
+    finished_at: datetime | None = _ts(default=None, nullable=True)
+
+
+class Trial(SQLModel, table=True):
+    """One candidate configuration evaluated during a training run."""
+
+    __tablename__ = "trial"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="training_run.id", index=True)
+    family: str = Field(max_length=128)
+    params: dict[str, Any] = _json(default_factory=dict)
+    metrics: dict[str, float] = _json(default_factory=dict)
+    duration_s: float = 0.0
+    status: str = Field(default="succeeded", max_length=32)
+    error: str | None = Field(default=None, max_length=8000)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to which model, from which version to which, and why. Append-only; ``id`` orders it."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_model_alias", "model_name", "alias"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    alias: str | None = Field(default=None, max_length=64)
+    from_version: int | None = None
+    to_version: int | None = None
+    actor: str = Field(default="unknown", max_length=256)
+    reason: str = Field(default="", max_length=4000)
+    details: dict[str, Any] = _json(default_factory=dict)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class MonitoringReport(SQLModel, table=True):
+    """One monitoring run: a window of traffic compared with the version's reference profile."""
+
+    __tablename__ = "monitoring_report"
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(max_length=128, index=True)
+    version: int | None = None
+    window_start: datetime | None = _ts(default=None, nullable=True)
+    window_end: datetime | None = _ts(default=None, nullable=True)
+    n_rows: int = 0
+    n_labelled: int = 0
+    status: str = Field(default="ok", max_length=32)
+    drift: dict[str, Any] = _json(default_factory=dict)
+    drift_share: float | None = None
+    performance: dict[str, Any] = _json(default_factory=dict)
+    decision: str = Field(default="none", max_length=32)
+    reason: str = Field(default="", max_length=4000)
+    triggered_run: str | None = Field(default=None, max_length=128)
+    flow_run_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow)
