@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +32,34 @@ class Settings(BaseSettings):
     feast_online_store: str = Field(
         default="sqlite", description="'sqlite' (embedded) or a redis connection string host:port[,db=N]."
     )
+    feast_project: str = Field(
+        default="esteira", description="Feast project name; also namespaces online-store keys (Redis)."
+    )
+    feast_registry: str | None = Field(
+        default=None,
+        description="Feast registry: default a file under `home`; postgresql+psycopg://... for the SQL registry.",
+    )
     ray_address: str | None = Field(
         default=None, description="Ray cluster address (ray://host:10001 or host:6379); None starts local Ray."
     )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    gateway_predict_token: SecretStr | None = Field(
+        default=None, description="Bearer token for predictions and feedback; None leaves them open."
+    )
+    gateway_admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for admin routes and /metrics; None leaves them open."
+    )
+    gateway_poll_interval_s: float = Field(
+        default=0.5, description="How often the gateway checks the registry for alias moves."
+    )
+    inference_log_uri: str | None = Field(
+        default=None, description="Inference log root: a folder or fsspec URI; default `home`/inference."
+    )
+
+    @property
+    def resolved_inference_log_uri(self) -> str:
+        return self.inference_log_uri or str(self.home / "inference")
 
     @field_validator("home")
     @classmethod

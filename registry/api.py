@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session
 
@@ -108,7 +108,10 @@ class Registry:
 
     def __init__(self, url: str, artifact_root: str, *, migrate: bool = True) -> None:
         self.url = db.normalise_url(url)
-        self.read_engine, self.write_engine = db.make_engines(self.url)
+        try:
+            self.read_engine, self.write_engine = db.make_engines(self.url)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise RegistryError(f"invalid database URL {url!r}: {exc}") from exc
         self.artifacts = ArtifactStore(artifact_root)
         if migrate:
             with self._unavailable_as_error():

@@ -1,0 +1,118 @@
+"""whylogs behind one small module.
+
+whylogs 1.6.4 is frozen upstream and uses ``np.unicode_``, which numpy 2 removed: datetime and string
+columns then fail with AttributeError (whylabs/whylogs 1600, closed as stale). The alias below, set before
+whylogs is first imported, fixes every case we use. Everything else in esteira calls these functions and
+never imports whylogs itself, so replacing whylogs later touches one file.
+
+Profiles travel as bytes (whylogs' own serialisation): they are stored in the registry's artifact store
+with a model version, written per time window by the gateway, and merged by the monitor flow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DRIFT, POSSIBLE_DRIFT, NO_DRIFT = "DRIFT", "POSSIBLE_DRIFT", "NO_DRIFT"
+
+
+@lru_cache(maxsize=1)
+def _why() -> Any:
+    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "1")
+    if not hasattr(np, "unicode_"):
+        np.unicode_ = np.str_  # type: ignore[attr-defined]  # numpy 2 removed it; whylogs still uses it
+    import whylogs
+
+    return whylogs
+
+
+def _view_class() -> Any:
+    _why()
+    from whylogs.core.view.dataset_profile_view import DatasetProfileView
+
+    return DatasetProfileView
+
+
+def profile_frame(frame: pd.DataFrame) -> bytes:
+    """Profile a DataFrame; the serialised whylogs profile view."""
+    return _why().log(pandas=frame).view().serialize()
+
+
+def load_profile(blob: bytes) -> Any:
+    return _view_class().deserialize(blob)
+
+
+def merge_profiles(blobs: Iterable[bytes]) -> bytes | None:
+    """One profile of all the windows given (None if none were)."""
+    merged = None
+    for blob in blobs:
+        view = load_profile(blob)
+        merged = view if merged is None else merged.merge(view)
+    return merged.serialize() if merged is not None else None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def profile_summary(blob: bytes) -> dict[str, dict[str, Any]]:
+    """Per column: count, nulls, mean, stddev, min, max, distinct estimate, inferred kind, frequent values."""
+    table = load_profile(blob).to_pandas()
+    summary: dict[str, dict[str, Any]] = {}
+    for column, row in table.iterrows():
+        get = row.get
+        kinds = {kind: int(get(f"types/{kind}", 0) or 0)
+                 for kind in ("integral", "fractional", "string", "boolean", "object")}
+        frequent = get("frequent_items/frequent_strings")
+        summary[str(column)] = {
+            "count": int(get("counts/n", 0) or 0),
+            "null_count": int(get("counts/null", 0) or 0) + int(get("counts/nan", 0) or 0),
+            "mean": _clean(get("distribution/mean")),
+            "stddev": _clean(get("distribution/stddev")),
+            "min": _clean(get("distribution/min")),
+            "max": _clean(get("distribution/max")),
+            "distinct": _clean(get("cardinality/est")),
+            "kind": max(kinds, key=kinds.__getitem__) if any(kinds.values()) else "unknown",
+            "frequent": [item.value for item in frequent][:20] if isinstance(frequent, list) else [],
+        }
+    return summary
+
+
+def drift_scores(reference: bytes, target: bytes, *, columns: Iterable[str] | None = None,
+                 hellinger: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """Per-column drift of ``target`` against ``reference`` with whylogs' algorithms.
+
+    KS for numeric columns and chi-squared for categorical ones (whylogs' default choice), Hellinger for
+    the columns named in ``hellinger``. Each entry: algorithm, p-value (KS, chi-squared), statistic,
+    and whylogs' category (DRIFT / POSSIBLE_DRIFT / NO_DRIFT). Columns whylogs cannot score are left out.
+    """
+    _why()
+    from whylogs.viz.drift.column_drift_algorithms import Hellinger, calculate_drift_scores
+
+    wanted = set(columns) if columns is not None else None
+    drift_map = {name: Hellinger() for name in hellinger}
+    scores = calculate_drift_scores(target_view=load_profile(target), reference_view=load_profile(reference),
+                                    drift_map=drift_map or None, with_thresholds=True)
+    result: dict[str, dict[str, Any]] = {}
+    for name, score in scores.items():
+        if score is None or (wanted is not None and name not in wanted):
+            continue
+        result[name] = {
+            "algorithm": score.get("algorithm"),
+            "pvalue": _clean(score.get("pvalue")),
+            "statistic": _clean(score.get("statistic")),
+            "category": score.get("drift_category"),
+        }
+    return result

@@ -1,0 +1,77 @@
+"""`esteira models ...`: tables for people, one clear line and a non-zero exit for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from esteira import __version__
+from esteira.cli import app
+from registry import Registry
+from tests.test_registry import register
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def populated(registry: Registry) -> Registry:
+    register(registry)
+    register(registry)
+    registry.promote("churn", 1, reason="first")
+    return registry
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_list_show_history(populated: Registry) -> None:
+    listing = invoke("models", "list")
+    assert listing.exit_code == 0 and "churn" in listing.stdout and "production→v1" in listing.stdout
+    versions = invoke("models", "show", "churn")
+    assert versions.exit_code == 0 and "production" in versions.stdout
+    one = invoke("models", "show", "churn@production")
+    assert one.exit_code == 0 and "artifact_sha256" in one.stdout and "churn_v1" in one.stdout
+    history = invoke("models", "history", "churn")
+    assert history.exit_code == 0 and "promote" in history.stdout and "register" in history.stdout
+
+
+def test_promote_and_rollback(populated: Registry) -> None:
+    result = invoke("models", "promote", "churn", "2", "--alias", "production", "--reason", "better auc")
+    assert result.exit_code == 0 and "v1 → v2" in result.stdout
+    assert populated.resolve_alias("churn", "production") == 2
+    result = invoke("models", "rollback", "churn", "--alias", "production")
+    assert result.exit_code == 0 and "v2 → v1" in result.stdout
+    assert populated.history("churn")[-1].action == "rollback"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("models", "show", "nope"), "model 'nope' not found"),
+        (("models", "show", "churn:7"), "version 7 of model 'churn' not found"),
+        (("models", "promote", "churn", "7"), "version 7 of model 'churn' not found"),
+        (("models", "promote", "churn", "2", "--alias", "Bad Alias"), "invalid alias"),
+        (("models", "rollback", "churn", "--alias", "staging"), "no earlier version"),
+        (("models", "history", "nope"), "model 'nope' not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(populated: Registry, args: tuple[str, ...], message: str) -> None:
+    before = (populated.aliases("churn"), len(populated.history("churn")))
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (populated.aliases("churn"), len(populated.history("churn"))) == before
+
+
+def test_unreachable_database(tmp_path: Path, esteira_home: Path) -> None:
+    result = invoke("models", "list", "--database-url", "postgresql://nobody@127.0.0.1:1/x?connect_timeout=2")
+    assert result.exit_code == 1 and "unreachable" in result.stderr
