@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     gateway_poll_interval_s: float = Field(
         default=0.5, description="How often the gateway checks the registry for alias moves."
     )
+    prefect_host: str = Field(
+        default="127.0.0.1", description="Bind address of the local Prefect server started by `esteira up`."
+    )
+    prefect_port: int = Field(
+        default=4242, description="Port of the local Prefect server (not 4200, so a user's own server is left alone)."
+    )
+    prefect_database_url: str | None = Field(
+        default=None,
+        description="Prefect server database; default SQLite under `home`/prefect. postgresql+asyncpg://... to scale.",
+    )
+    prefect_worker_limit: int = Field(
+        default=2, description="Most flow runs the local process worker runs at once (training uses Ray's CPUs)."
+    )
     inference_log_uri: str | None = Field(
         default=None, description="Inference log root: a folder or fsspec URI; default `home`/inference."
     )

@@ -20,6 +20,7 @@ The shape of the domain:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
-from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_view
+from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
@@ -63,13 +64,18 @@ def churn_request_transform(inputs: pd.DataFrame) -> pd.DataFrame:
 
     Written to tolerate missing activity (an unknown customer online gives None inputs): the
     result is then NaN for the activity-derived columns, never an exception.
+
+    Self-contained on purpose: Feast 0.67 stores this function's source in the registry and
+    re-executes it with only ``pd`` and ``np`` in scope (``feast/transformation/udf_rehydrate.py``),
+    so it must not use other module globals. The 7 below is ``RENEWAL_SOON_DAYS``; a test checks
+    they agree.
     """
     logins = pd.to_numeric(inputs["logins_7d"], errors="coerce").astype("float64")
     minutes = pd.to_numeric(inputs["usage_minutes_7d"], errors="coerce").astype("float64")
     renewal = pd.to_numeric(inputs["days_until_renewal"], errors="coerce").astype("float64")
     out = pd.DataFrame(index=inputs.index)
     out["minutes_per_login"] = minutes / (logins + 1.0)
-    out["renewal_within_7d"] = (renewal <= RENEWAL_SOON_DAYS).astype("int64")
+    out["renewal_within_7d"] = (renewal <= 7).astype("int64")
     out["log_days_until_renewal"] = np.log1p(renewal.clip(lower=0))
     return out
 
@@ -152,7 +158,10 @@ def build_definitions(data_dir: Path | str) -> ChurnDefinitions:
         entities=[customer],
         # Profiles change rarely; a snapshot stays valid for a year.
         ttl=timedelta(days=365),
+        # The join key is listed so the view's entity columns are explicit, not inferred at apply
+        # (which would make every later comparison with the registry see a difference).
         schema=[
+            Field(name=ENTITY_KEY, dtype=Int64),
             Field(name="plan_type", dtype=String),
             Field(name="contract_type", dtype=String),
             Field(name="payment_method", dtype=String),
@@ -167,9 +176,12 @@ def build_definitions(data_dir: Path | str) -> ChurnDefinitions:
     activity_view = FeatureView(
         name=ACTIVITY_VIEW,
         entities=[customer],
-        # Daily aggregates older than a week are stale: better missing than misleading.
-        ttl=timedelta(days=7),
+        # Daily aggregates older than two weeks are stale: better missing than misleading. Note
+        # that Feast applies TTLs to offline joins only; the online store serves the last value
+        # materialized, however old (feast-dev/feast 1802), so keep materialization running.
+        ttl=timedelta(days=14),
         schema=[
+            Field(name=ENTITY_KEY, dtype=Int64),
             Field(name="logins_7d", dtype=Int64),
             Field(name="usage_minutes_7d", dtype=Float64),
             Field(name="support_tickets_30d", dtype=Int64),
@@ -181,7 +193,10 @@ def build_definitions(data_dir: Path | str) -> ChurnDefinitions:
         tags={"domain": "churn", "grain": "daily"},
     )
 
-    request_view = on_demand_feature_view(
+    # Built directly rather than with the @on_demand_feature_view decorator: the decorator
+    # rewrites the function's __module__ to "__main__", which breaks a second build in the same
+    # process (tests, one store per settings) when it looks the source up again.
+    request_view = OnDemandFeatureView(
         name=REQUEST_VIEW,
         sources=[activity_view, request_source],
         schema=[
@@ -190,8 +205,10 @@ def build_definitions(data_dir: Path | str) -> ChurnDefinitions:
             Field(name="log_days_until_renewal", dtype=Float64),
         ],
         mode="pandas",
+        udf=churn_request_transform,
+        udf_string=inspect.getsource(churn_request_transform),
         description="Request-time features; the same pandas function runs offline and online.",
-    )(churn_request_transform)
+    )
 
     churn_v1 = FeatureService(
         name=FEATURE_SERVICE,
