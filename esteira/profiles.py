@@ -116,3 +116,46 @@ def drift_scores(reference: bytes, target: bytes, *, columns: Iterable[str] | No
             "category": score.get("drift_category"),
         }
     return result
+
+
+def compare_distributions(reference: bytes, target: bytes, columns: Iterable[str], *, bins: int = 20,
+                          top: int = 10) -> dict[str, dict[str, Any]]:
+    """Reference vs target distributions per column, on common bins, for a person to look at.
+
+    Numeric columns (those with a KLL sketch, the ones whylogs scores with KS): shares per bin over
+    ``bins`` equal-width bins spanning both profiles' min..max. Others: shares of the ``top`` most
+    frequent values of either profile. Columns missing or empty on either side are left out.
+    """
+    ref_view, tgt_view = load_profile(reference), load_profile(target)
+    out: dict[str, dict[str, Any]] = {}
+    for name in columns:
+        ref_col, tgt_col = ref_view.get_column(name), tgt_view.get_column(name)
+        if ref_col is None or tgt_col is None:
+            continue
+        ref_dist, tgt_dist = ref_col.get_metric("distribution"), tgt_col.get_metric("distribution")
+        if ref_dist is not None and tgt_dist is not None and ref_dist.n > 0 and tgt_dist.n > 0:
+            low = min(ref_dist.kll.value.get_min_value(), tgt_dist.kll.value.get_min_value())
+            high = max(ref_dist.kll.value.get_max_value(), tgt_dist.kll.value.get_max_value())
+            if not high > low:
+                high = low + 1.0
+            edges = np.linspace(low, high, bins + 1)
+            splits = list(edges[1:-1])
+            out[name] = {"kind": "numeric", "edges": [float(e) for e in edges],
+                         "reference": [float(p) for p in ref_dist.kll.value.get_pmf(splits)],
+                         "target": [float(p) for p in tgt_dist.kll.value.get_pmf(splits)]}
+            continue
+        shares = []
+        for column in (ref_col, tgt_col):
+            metric = column.get_metric("frequent_items")
+            n = column.get_metric("counts").n.value if column.get_metric("counts") is not None else 0
+            items = metric.to_summary_dict().get("frequent_strings", []) if metric is not None else []
+            shares.append({item.value: item.est / n for item in items} if n else {})
+        if not shares[0] or not shares[1]:
+            continue
+        both = set(shares[0]) | set(shares[1])
+        ranked = sorted(both, key=lambda v: -(shares[0].get(v, 0) + shares[1].get(v, 0)))
+        categories = ranked[:top]
+        out[name] = {"kind": "categorical", "categories": categories,
+                     "reference": [float(shares[0].get(c, 0.0)) for c in categories],
+                     "target": [float(shares[1].get(c, 0.0)) for c in categories]}
+    return out

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         default=None, description="Ray cluster address (ray://host:10001 or host:6379); None starts local Ray."
     )
+    stack_ray_port: int = Field(
+        default=6390, description="GCS port of the Ray head `esteira up` starts (Ray's default 6379 is Redis's)."
+    )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     gateway_predict_token: SecretStr | None = Field(
@@ -57,14 +60,14 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Bind address of the local Prefect server started by `esteira up`."
     )
     prefect_port: int = Field(
-        default=4242, description="Port of the local Prefect server (not 4200, so a user's own server is left alone)."
+        default=4242, description="Local Prefect server port (not 4200: a user's own server stays alone)."
     )
     prefect_database_url: str | None = Field(
         default=None,
-        description="Prefect server database; default SQLite under `home`/prefect. postgresql+asyncpg://... to scale.",
+        description="Prefect server database; default SQLite under `home`/prefect; postgresql+asyncpg://...",
     )
     prefect_worker_limit: int = Field(
-        default=2, description="Most flow runs the local process worker runs at once (training uses Ray's CPUs)."
+        default=2, description="Most flow runs the local worker runs at once (training uses Ray's CPUs)."
     )
     inference_log_uri: str | None = Field(
         default=None, description="Inference log root: a folder or fsspec URI; default `home`/inference."

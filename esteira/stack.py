@@ -1,0 +1,720 @@
+"""The local Prefect stack: a Prefect server, the ``esteira-local`` process work pool, a worker, and
+the deployments of ``deployments.yaml``, all under ``ESTEIRA_HOME``.
+
+Why a stack and not ephemeral mode: in ephemeral mode every process starts its own temporary server
+(~10 s each) and nothing stays up to run schedules, evaluate automations (the drift -> retrain
+trigger) or show the UI. ``esteira up`` starts one persistent server that all of that shares.
+
+Isolation: the server's ``PREFECT_HOME`` (its SQLite database, profiles, memo files) lives under
+``<home>/prefect`` and it binds ``127.0.0.1`` on ``settings.prefect_port`` (4242 by default), so a
+user's own ``~/.prefect`` and a server on Prefect's default port 4200 are left alone. Children get an
+environment from which any inherited variable that would point them at another server, home or
+profile has been removed.
+
+State: pids, URLs and log paths go to ``<home>/stack.json``; logs to ``<home>/logs/``. Processes
+are started in their own session (process group) so that ``stop_stack`` can end exactly them and
+their children, by id, and they outlive the ``esteira up`` command that started them.
+
+The same functions serve the CLI (:mod:`esteira.stack_cli`), the end-to-end demo and the tests.
+POSIX only (process groups, ``fcntl``), like the rest of the local tooling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import yaml
+
+from esteira.settings import PROJECT_ROOT, Settings, get_settings
+
+WORK_POOL = "esteira-local"
+"""The process work pool every deployment in ``deployments.yaml`` targets."""
+
+DEPLOYMENTS_FILE = "deployments.yaml"
+
+STACK_FILE = "stack.json"
+
+# Inherited variables that would point a child at another server, database, home or profile.
+# Anything else (logging level, timeouts...) passes through so a user can still tune Prefect.
+_FOREIGN_PREFECT_VARS: frozenset[str] = frozenset(
+    {
+        "PREFECT_HOME",
+        "PREFECT_PROFILE",
+        "PREFECT_PROFILES_PATH",
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "PREFECT_UI_URL",
+        "PREFECT_UI_API_URL",
+        "PREFECT_SERVER_API_HOST",
+        "PREFECT_SERVER_API_PORT",
+        "PREFECT_API_DATABASE_CONNECTION_URL",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+        "PREFECT_LOCAL_STORAGE_PATH",
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH",
+    }
+)
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or reached; the message says what to do."""
+
+
+@dataclass
+class StackInfo:
+    """What ``esteira up`` started, as written to ``<home>/stack.json``."""
+
+    api_url: str
+    ui_url: str
+    prefect_home: str
+    work_pool: str
+    project_dir: str
+    server_pid: int | None = None
+    worker_pid: int | None = None
+    scheduler: bool = True
+    deployments: list[str] = field(default_factory=list)
+    skipped_deployments: list[str] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    timings_s: dict[str, float] = field(default_factory=dict)
+    ray_pid: int | None = None
+    ray_address: str | None = None
+    gateway_url: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackInfo:
+        data = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """A snapshot for ``esteira status``: what runs, what answers."""
+
+    info: StackInfo | None
+    server_running: bool
+    server_healthy: bool
+    worker_running: bool
+    workers_online: list[str]
+    deployments: list[str]
+
+    @property
+    def up(self) -> bool:
+        return self.server_healthy and self.worker_running
+
+
+# -- locations and environment --------------------------------------------------------------------
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings or get_settings()
+
+
+def prefect_home(settings: Settings | None = None) -> Path:
+    """The stack's own ``PREFECT_HOME``: never the user's ``~/.prefect``."""
+    return _settings(settings).home / "prefect"
+
+
+def logs_dir(settings: Settings | None = None) -> Path:
+    return _settings(settings).home / "logs"
+
+
+def stack_file(settings: Settings | None = None) -> Path:
+    return _settings(settings).home / STACK_FILE
+
+
+def _client_host(host: str) -> str:
+    """Where clients connect: a wildcard bind address is reached through loopback."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+
+
+def api_url(settings: Settings | None = None) -> str:
+    s = _settings(settings)
+    return f"http://{_client_host(s.prefect_host)}:{s.prefect_port}/api"
+
+
+def ui_url(settings: Settings | None = None) -> str:
+    s = _settings(settings)
+    return f"http://{_client_host(s.prefect_host)}:{s.prefect_port}"
+
+
+def stack_env(settings: Settings | None = None) -> dict[str, str]:
+    """The variables that point a Prefect client, worker or flow run at this stack.
+
+    Export them (``eval "$(esteira status --env)"``) to use plain ``prefect`` commands against the
+    stack; pass them to ``subprocess`` for anything else. ``ESTEIRA_HOME`` is absolute so that
+    flow runs, whose working directory is the project, use the same data folder as the caller.
+    """
+    s = _settings(settings)
+    env = {
+        "PREFECT_HOME": str(prefect_home(s)),
+        "PREFECT_API_URL": api_url(s),
+        "PREFECT_UI_URL": ui_url(s),
+        "PREFECT_SERVER_API_HOST": s.prefect_host,
+        "PREFECT_SERVER_API_PORT": str(s.prefect_port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+        # The worker asks for runs every 5 s instead of 10 s: a local server can afford it, and a
+        # triggered retrain or a run started from the UI begins sooner.
+        "PREFECT_WORKER_QUERY_SECONDS": "5",
+        "ESTEIRA_HOME": str(s.home),
+    }
+    if s.prefect_database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = s.prefect_database_url
+    return env
+
+
+def child_env(settings: Settings | None = None) -> dict[str, str]:
+    """The full environment for the stack's processes: ours, minus foreign Prefect locations."""
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_PREFECT_VARS}
+    env.update(stack_env(settings))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@contextlib.contextmanager
+def use_stack(settings: Settings | None = None) -> Iterator[None]:
+    """Point in-process Prefect calls (``run_deployment``, ``emit_event``, ``get_client``) at the stack.
+
+    Uses ``prefect.settings.temporary_settings`` rather than ``os.environ`` because Prefect reads
+    its settings once at import; the override is undone on exit.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url(settings), PREFECT_UI_URL: ui_url(settings)}):
+        yield
+
+
+# -- process helpers ------------------------------------------------------------------------------
+
+
+# What the command line of each process we start contains (after `python -m prefect`).
+SERVER_MARK = "server start"
+WORKER_MARK = "worker start"
+RAY_MARK = "--head"
+
+
+def _cmdline(pid: int) -> str:
+    """The command line of ``pid`` ("" if unknown): /proc on Linux, ``ps`` elsewhere (macOS)."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self").exists():
+        try:
+            return proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+    try:
+        return subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True,
+                              timeout=5, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def pid_running(pid: int | None, mark: str = "") -> bool:
+    """True if ``pid`` runs, leads its own process group (as every process we start does), and its
+    command line names prefect and contains ``mark``.
+
+    ``stack.json`` can outlive its processes (a reboot, a kill -9): the group and command-line checks
+    keep a recycled pid, say a login shell, from being taken for the server and signalled by
+    ``esteira down``. A zombie child of this very process is reaped and counts as dead.
+    """
+    if not pid:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+        if os.getpgid(pid) != pid:
+            return False
+    except (ProcessLookupError, PermissionError):
+        return False
+    cmd = _cmdline(pid)
+    return "prefect" in cmd and mark in cmd
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _terminate(pid: int, mark: str, timeout: float) -> bool:
+    """SIGTERM the process group led by ``pid``, SIGKILL what is left of it after ``timeout``.
+
+    The whole group, not just the leader: flow runs started by the worker are in its group, and a
+    run's own children (a local Ray) share their fate. True if the process was running.
+    """
+    if not pid_running(pid, mark):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    for grace, sig in ((timeout, signal.SIGKILL), (5.0, None)):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            pid_running(pid)  # reaps the leader if it is our own child
+            if not _group_alive(pid):
+                return True
+            time.sleep(0.2)
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+    return True
+
+
+def _open_log(path: Path, title: str) -> IO[bytes]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.open("ab")
+    log.write(f"\n===== {title} at {datetime.now(UTC).isoformat()} =====\n".encode())
+    log.flush()
+    return log
+
+
+def _spawn(args: list[str], *, log_path: Path, title: str, env: dict[str, str], cwd: Path) -> int:
+    """Start a long-lived process in its own session, output to ``log_path``; return its pid."""
+    with _open_log(log_path, title) as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((_client_host(host), port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _healthy(api: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _prefect(*args: str) -> list[str]:
+    """The ``prefect`` CLI of this interpreter's environment (no reliance on ``PATH``)."""
+    return [sys.executable, "-m", "prefect", *args]
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    """Serialise ``up``/``down`` of one home: two ``esteira up`` at once must not start two servers."""
+    import fcntl
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with (settings.home / "stack.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_stack(settings: Settings | None = None) -> StackInfo | None:
+    """The recorded stack, or None if ``esteira up`` never ran (or ``esteira down`` cleaned up)."""
+    path = stack_file(settings)
+    try:
+        return StackInfo.from_json(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write_stack(settings: Settings, info: StackInfo) -> None:
+    path = stack_file(settings)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(info.to_json())
+    tmp.replace(path)
+
+
+# -- deployments file -----------------------------------------------------------------------------
+
+
+def find_project_dir(project_dir: Path | None = None) -> Path:
+    """The folder holding ``deployments.yaml``: given, else the source checkout, else the cwd."""
+    candidates = [project_dir] if project_dir else [PROJECT_ROOT, Path.cwd()]
+    for candidate in candidates:
+        if candidate is not None and (candidate / DEPLOYMENTS_FILE).is_file():
+            return candidate.resolve()
+    raise StackError(f"{DEPLOYMENTS_FILE} not found in {', '.join(str(c) for c in candidates if c)}")
+
+
+def load_deployments(project_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The ``deployments:`` list of ``deployments.yaml``."""
+    path = find_project_dir(project_dir) / DEPLOYMENTS_FILE
+    data = yaml.safe_load(path.read_text()) or {}
+    return list(data.get("deployments") or [])
+
+
+def deployable(project_dir: Path | None = None) -> tuple[list[str], list[str]]:
+    """Deployment names whose entrypoint file exists, and those whose file does not (yet)."""
+    root = find_project_dir(project_dir)
+    ready, missing = [], []
+    for spec in load_deployments(root):
+        path = str(spec.get("entrypoint", "")).rsplit(":", 1)[0]
+        (ready if path and (root / path).is_file() else missing).append(spec["name"])
+    return ready, missing
+
+
+def deploy(
+    settings: Settings | None = None, *, project_dir: Path | None = None, timeout: float = 180.0
+) -> tuple[list[str], list[str]]:
+    """Register the deployments (and their trigger automations) with the stack's server.
+
+    Runs ``prefect deploy --all --prefect-file deployments.yaml`` from the project folder, so the
+    working directory recorded for the runs is this checkout (no ``pull:`` step in the file, see
+    FIELD-NOTES). Upserts: running it again updates the deployments and replaces their automations.
+    Deployments whose flow file does not exist yet are skipped with a note rather than failing the
+    rest. Returns (deployed, skipped).
+    """
+    s = _settings(settings)
+    root = find_project_dir(project_dir)
+    ready, missing = deployable(root)
+    if not ready:
+        return [], missing
+    selection = ["--all"] if not missing else [arg for name in ready for arg in ("--name", name)]
+    log_path = logs_dir(s) / "prefect-deploy.log"
+    with _open_log(log_path, "prefect deploy") as log:
+        try:
+            result = subprocess.run(
+                _prefect("--no-prompt", "deploy", *selection, "--prefect-file", str(root / DEPLOYMENTS_FILE)),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(s), cwd=root,
+                timeout=timeout, check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"prefect deploy took more than {timeout:.0f}s; see {log_path}") from exc
+    if result.returncode != 0:
+        raise StackError(
+            f"prefect deploy failed (exit {result.returncode}); see {log_path}:\n{_tail(log_path)}"
+        )
+    return ready, missing
+
+
+# -- Prefect API helpers (in-process, pointed explicitly at the stack) ----------------------------
+
+
+def _client(settings: Settings) -> Any:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api_url(settings))
+
+
+def ensure_work_pool(settings: Settings | None = None) -> None:
+    """Create the ``esteira-local`` process pool with Prefect's default job template, if absent."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with _client(_settings(settings)) as client:
+        try:
+            client.read_work_pool(WORK_POOL)
+            return
+        except ObjectNotFound:
+            pass
+        with contextlib.suppress(ObjectAlreadyExists):  # a concurrent worker created it first
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=WORK_POOL,
+                    type="process",
+                    description="esteira: flow runs as local processes of this machine.",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
+
+
+def online_workers(settings: Settings | None = None) -> list[str]:
+    """Names of the pool's workers whose heartbeat is current."""
+    from prefect.exceptions import ObjectNotFound
+
+    with _client(_settings(settings)) as client:
+        try:
+            workers = client.read_workers_for_work_pool(WORK_POOL)
+        except ObjectNotFound:
+            return []
+    return [w.name for w in workers if str(getattr(w.status, "value", w.status)).upper() == "ONLINE"]
+
+
+def registered_deployments(settings: Settings | None = None) -> list[str]:
+    """``flow-name/deployment-name`` of every deployment the server knows."""
+    with _client(_settings(settings)) as client:
+        deployments = client.read_deployments()
+        flows = {f.id: f.name for f in client.read_flows()}
+    return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+def _wait(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: Callable[[], bool] | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Poll ``predicate`` until true; fail early with the log's tail if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if alive is not None and not alive():
+            tail = _tail(log_path) if log_path else ""
+            raise StackError(f"{what}: the process exited; see {log_path}:\n{tail}")
+        time.sleep(0.25)
+    raise StackError(f"{what}: not ready after {timeout:.0f}s; see {log_path}")
+
+
+def _start_server(s: Settings, env: dict[str, str], root: Path, *, scheduler: bool) -> int:
+    if _port_open(s.prefect_host, s.prefect_port):
+        raise StackError(
+            f"port {s.prefect_port} is in use by a process esteira did not start "
+            f"(another Prefect server?); stop it or set ESTEIRA_PREFECT_PORT"
+        )
+    args = ["server", "start", "--host", s.prefect_host, "--port", str(s.prefect_port), "--analytics-off"]
+    if not scheduler:
+        args.append("--no-scheduler")
+    return _spawn(_prefect(*args), log_path=logs_dir(s) / "prefect-server.log", title="prefect server start",
+                  env=env, cwd=root)
+
+
+def _start_worker(s: Settings, env: dict[str, str], root: Path) -> int:
+    args = ["worker", "start", "--pool", WORK_POOL, "--type", "process",
+            "--name", f"{WORK_POOL}-{socket.gethostname()}", "--limit", str(s.prefect_worker_limit)]
+    return _spawn(_prefect(*args), log_path=logs_dir(s) / "prefect-worker.log", title="prefect worker start",
+                  env=env, cwd=root)
+
+
+def local_ray_address(settings: Settings | None = None) -> str:
+    return f"127.0.0.1:{_settings(settings).stack_ray_port}"
+
+
+def gateway_url(settings: Settings | None = None) -> str:
+    s = _settings(settings)
+    return f"http://{_client_host(s.gateway_host)}:{s.gateway_port}"
+
+
+# Ray Serve's HAProxy ingress with direct ingress: see gateway/cli.py for what it gives and costs.
+# Serve reads these in its controller, so they must be in the Ray head's environment.
+# Ray 2.60 turns token auth on for `ray start` clusters; this one listens for this machine's own
+# processes (see the README's security notes), so auth is off and clients must say the same.
+RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+RAY_HEAD_ENV = {**RAY_CLIENT_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _start_ray(s: Settings, env: dict[str, str], root: Path) -> int:
+    """A Ray head in the foreground of its own process group (``--block``), so that stopping the group
+    stops exactly this cluster, never another Ray on the machine (``ray stop`` would kill them all).
+
+    Logical CPUs are one more than the cores: the gateway's replica reserves none, and Tune trials
+    should be able to use every core while it serves.
+    """
+    if _port_open("127.0.0.1", s.stack_ray_port):
+        raise StackError(f"port {s.stack_ray_port} is in use by a process esteira did not start; "
+                         "stop it or set ESTEIRA_STACK_RAY_PORT")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    args = [ray_cli, "start", "--head", "--block", f"--port={s.stack_ray_port}", "--node-ip-address=127.0.0.1",
+            f"--num-cpus={(os.cpu_count() or 1) + 1}", "--include-dashboard=false", "--disable-usage-stats"]
+    return _spawn(args, log_path=logs_dir(s) / "ray-head.log", title="ray start --head",
+                  env={**env, **RAY_HEAD_ENV}, cwd=root)
+
+
+def deploy_gateway(settings: Settings | None = None, *, timeout: float = 120.0) -> str:
+    """Deploy the gateway on the stack's Ray cluster from this process; returns its URL.
+
+    Serve applications outlive the driver that deployed them, so this process may exit afterwards.
+    The one replica reserves no CPU: on a laptop the cores are shared with training.
+    """
+    import ray
+    from ray import serve
+
+    from esteira.ray_runtime import ensure_ray
+    from gateway.config import GatewayConfig
+    from gateway.deployment import DEFAULT_ACTOR_OPTIONS, Gateway
+
+    s = _settings(settings)
+    url = gateway_url(s)
+    if not ray.is_initialized():
+        ensure_ray(local_ray_address(s))
+    serve.start(http_options={"host": s.gateway_host, "port": s.gateway_port},
+                logging_config={"enable_access_log": False})
+    config = GatewayConfig().resolved().model_copy(update={"predict_token": None, "admin_token": None})
+    application = Gateway.options(num_replicas=1, ray_actor_options={**DEFAULT_ACTOR_OPTIONS, "num_cpus": 0}
+                                  ).bind(config.to_args())
+    serve.run(application, name="esteira", route_prefix="/", blocking=False)
+    _wait(lambda: _http_ok(f"{url}/v2/health/live"), timeout, f"gateway at {url}")
+    return url
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start_serving(s: Settings, info: StackInfo, env: dict[str, str], root: Path, timeout: float) -> None:
+    """Ray head (reused if it runs) and the gateway on it; the worker's flows then train on this cluster."""
+    if not (info.ray_pid and pid_running(info.ray_pid, RAY_MARK)):
+        info.ray_pid = _start_ray(s, env, root)
+        info.ray_address = local_ray_address(s)
+        info.logs["ray"] = str(logs_dir(s) / "ray-head.log")
+        _write_stack(s, info)
+    ray_pid = info.ray_pid
+    _wait(lambda: _port_open("127.0.0.1", s.stack_ray_port), timeout, "Ray head",
+          lambda: pid_running(ray_pid, RAY_MARK), logs_dir(s) / "ray-head.log")
+    env["ESTEIRA_RAY_ADDRESS"] = info.ray_address or local_ray_address(s)
+    env.update(RAY_CLIENT_ENV)
+    os.environ.update(RAY_CLIENT_ENV)  # this process deploys the gateway as a client of that cluster
+
+
+def start_stack(
+    settings: Settings | None = None,
+    *,
+    deploy_flows: bool = True,
+    scheduler: bool = True,
+    project_dir: Path | None = None,
+    timeout: float = 120.0,
+    serving: bool = False,
+) -> StackInfo:
+    """Start (or find running) the server, the work pool, a worker; deploy; record it all.
+
+    ``serving=True`` also starts a Ray head (flows the worker runs train on it) and deploys the
+    gateway on it: the whole loop, as ``esteira up`` and the demo run it.
+
+    Idempotent: a server or worker recorded in ``stack.json`` that still runs is reused, and the
+    deploy is an upsert. ``scheduler=False`` starts the server without its scheduler service, so
+    deployment schedules create no runs (tests); triggers and manual runs still work. Each process
+    is recorded as soon as it is spawned, so ``stop_stack`` can clean up after a start that failed
+    half-way. Raises :class:`StackError` if the port is taken by a process this home did not start,
+    or a step does not become ready within ``timeout`` seconds.
+    """
+    s = _settings(settings)
+    root = find_project_dir(project_dir)
+    t0 = time.monotonic()
+    with _locked(s):
+        previous = read_stack(s)
+        server_reused = bool(previous and pid_running(previous.server_pid, SERVER_MARK))
+        if previous and server_reused and previous.api_url != api_url(s):
+            raise StackError(f"a stack of this home already runs at {previous.ui_url}; "
+                             "run `esteira down` before changing its port")
+        for folder in (prefect_home(s), logs_dir(s)):
+            folder.mkdir(parents=True, exist_ok=True)
+        env = child_env(s)
+        info = StackInfo(
+            api_url=api_url(s), ui_url=ui_url(s), prefect_home=str(prefect_home(s)), work_pool=WORK_POOL,
+            project_dir=str(root),
+            server_pid=previous.server_pid if previous and server_reused else None,
+            worker_pid=(previous.worker_pid if previous and pid_running(previous.worker_pid, WORKER_MARK)
+                        else None),
+            scheduler=previous.scheduler if previous and server_reused else scheduler,
+            logs={role: str(logs_dir(s) / f"prefect-{role}.log") for role in ("server", "worker", "deploy")},
+            started_at=previous.started_at if previous and server_reused
+            else datetime.now(UTC).isoformat(timespec="seconds"),
+            ray_pid=previous.ray_pid if previous and pid_running(previous.ray_pid, RAY_MARK) else None,
+            ray_address=previous.ray_address if previous else None,
+        )
+        if serving:
+            _start_serving(s, info, env, root, timeout)
+            info.timings_s["ray"] = round(time.monotonic() - t0, 2)
+        if info.server_pid is None:
+            info.server_pid = _start_server(s, env, root, scheduler=scheduler)
+            _write_stack(s, info)
+        server_pid = info.server_pid
+        _wait(lambda: _healthy(info.api_url), timeout, f"Prefect server at {info.api_url}",
+              lambda: pid_running(server_pid, SERVER_MARK), Path(info.logs["server"]))
+        info.timings_s["server"] = round(time.monotonic() - t0, 2)
+
+        ensure_work_pool(s)
+        if info.worker_pid is None:
+            info.worker_pid = _start_worker(s, env, root)
+            _write_stack(s, info)
+        # Deploy while the worker boots: both spend seconds importing, and need only the server.
+        if deploy_flows:
+            info.deployments, info.skipped_deployments = deploy(s, project_dir=root, timeout=timeout)
+            info.timings_s["deploy"] = round(time.monotonic() - t0, 2)
+        worker_pid = info.worker_pid
+        _wait(lambda: bool(online_workers(s)), timeout, "Prefect worker",
+              lambda: pid_running(worker_pid, WORKER_MARK), Path(info.logs["worker"]))
+        info.timings_s["worker"] = round(time.monotonic() - t0, 2)
+        if serving:
+            info.gateway_url = deploy_gateway(s, timeout=timeout)
+            info.timings_s["gateway"] = round(time.monotonic() - t0, 2)
+        info.timings_s["total"] = round(time.monotonic() - t0, 2)
+        _write_stack(s, info)
+    return info
+
+
+def stop_stack(settings: Settings | None = None, *, timeout: float = 20.0) -> list[str]:
+    """Stop the worker, then the server (SIGTERM to each process group, SIGKILL after ``timeout``).
+
+    The worker goes first so it does not spend its last seconds retrying a vanished server.
+    Returns what was stopped ("worker", "server"); an empty list if nothing ran. Data stays.
+    """
+    s = _settings(settings)
+    stopped: list[str] = []
+    with _locked(s):
+        info = read_stack(s)
+        if info is None:
+            return stopped
+        processes = (("worker", info.worker_pid, WORKER_MARK), ("server", info.server_pid, SERVER_MARK),
+                     ("ray", info.ray_pid, RAY_MARK))
+        for role, pid, mark in processes:
+            if pid and _terminate(pid, mark, timeout):
+                stopped.append(role)
+        stack_file(s).unlink(missing_ok=True)
+    return stopped
+
+
+def stack_status(settings: Settings | None = None) -> StackStatus:
+    """What the recorded stack looks like right now (never starts anything)."""
+    s = _settings(settings)
+    info = read_stack(s)
+    api = info.api_url if info else api_url(s)
+    healthy = _healthy(api)
+    workers: list[str] = []
+    deployments: list[str] = []
+    if healthy:
+        with contextlib.suppress(Exception):  # a status display must not fail on a flaky API
+            workers = online_workers(s)
+            deployments = registered_deployments(s)
+    return StackStatus(
+        info=info,
+        server_running=bool(info and pid_running(info.server_pid, SERVER_MARK)),
+        server_healthy=healthy,
+        worker_running=bool(info and pid_running(info.worker_pid, WORKER_MARK)),
+        workers_online=workers,
+        deployments=deployments,
+    )

@@ -1,0 +1,110 @@
+"""``esteira up | down | status``: the local Prefect stack from the command line.
+
+Thin wrappers over :mod:`esteira.stack`, which the demo and the tests call directly. The lead mounts
+them with ``app.registered_commands`` or ``mount``; :func:`register` adds them at top level.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="The local Prefect stack (server, work pool, worker, deployments).",
+                  no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command("up")
+def up(
+    deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Register deployments.yaml.")] = True,
+    scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler",
+                                            help="Let schedules create runs.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 120.0,
+) -> None:
+    """Start the local Prefect server, work pool and worker, and deploy the flows (idempotent)."""
+    from esteira.stack import StackError, start_stack
+
+    try:
+        with console.status("starting the local Prefect stack..."):
+            info = start_stack(deploy_flows=deploy, scheduler=scheduler, timeout=timeout)
+    except StackError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"Prefect UI:  [bold green]{info.ui_url}[/]")
+    console.print(f"Prefect API: {info.api_url}  (server pid {info.server_pid}, "
+                  f"worker pid {info.worker_pid})")
+    console.print(f"Work pool:   {info.work_pool}")
+    if info.deployments:
+        console.print(f"Deployed:    {', '.join(info.deployments)}")
+    if info.skipped_deployments:
+        console.print(f"[yellow]Skipped (flow file missing):[/] {', '.join(info.skipped_deployments)}")
+    console.print(f"Logs:        {info.logs.get('server', '')} (and worker, deploy)")
+    console.print(f"Ready in {info.timings_s.get('total', 0):.1f}s. "
+                  "Use `eval \"$(esteira status --env)\"` for plain prefect commands.")
+
+
+@app.command("down")
+def down(timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 20.0) -> None:
+    """Stop the worker and the server started by `esteira up` (data and logs stay)."""
+    from esteira.stack import stop_stack
+
+    stopped = stop_stack(timeout=timeout)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command("status")
+def status(
+    env: Annotated[bool, typer.Option("--env", help="Print `export` lines for PREFECT_API_URL etc.")] = False,
+) -> None:
+    """Show whether the stack runs, its URLs, workers and deployments. Exit 1 if it is not up."""
+    from esteira.stack import stack_env, stack_status
+
+    if env:
+        for key, value in stack_env().items():
+            typer.echo(f"export {key}={shlex.quote(value)}")
+        return
+    state = stack_status()
+    info = state.info
+    table = Table(show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("state")
+
+    def mark(ok: bool, text: str) -> str:
+        return f"[green]{text}[/]" if ok else f"[red]{text}[/]"
+
+    server = "healthy" if state.server_healthy else "down"
+    if info and state.server_running:
+        server += f" (pid {info.server_pid})"
+    worker = "running" if state.worker_running else "stopped"
+    if info and state.worker_running:
+        worker += f" (pid {info.worker_pid})"
+    if state.workers_online:
+        worker += f", online: {', '.join(state.workers_online)}"
+    table.add_row("server", mark(state.server_healthy, server))
+    table.add_row("worker", mark(state.worker_running, worker))
+    if info:
+        table.add_row("UI", info.ui_url)
+        table.add_row("API", info.api_url)
+        table.add_row("PREFECT_HOME", info.prefect_home)
+        table.add_row("started", info.started_at)
+        table.add_row("logs", "\n".join(f"{k}: {v}" for k, v in info.logs.items()))
+    table.add_row("deployments", "\n".join(state.deployments) or "-")
+    console.print(table)
+    if not state.up:
+        raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``up``, ``down`` and ``status`` as top-level commands of ``root`` (``esteira up``)."""
+    for command in app.registered_commands:
+        root.registered_commands.append(command)

@@ -1,0 +1,127 @@
+"""The monitoring policy: what counts as drift or decay, and what esteira does about it.
+
+A plain pydantic model with defaults, so that a model spec can embed it as ``monitoring:`` and a
+monitor run works without one. The drift defaults are whylogs' own "DRIFT" boundaries (p < 0.05 for
+KS and chi-squared, Hellinger >= 0.4): a feature is drifted only where whylogs itself would say so.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TriggerMode = Literal["auto", "event", "direct", "off"]
+
+
+class MonitoringPolicy(BaseModel):
+    """Thresholds and actions of one model's monitor. Every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_minutes: float = Field(
+        default=60.0, gt=0, description="Look-back window when a run is given no start/end (gateway traffic)."
+    )
+    min_rows: int = Field(
+        default=100,
+        ge=1,
+        description="Fewer rows in the window: status 'insufficient_data', decision 'none'.",
+    )
+    min_labelled: int = Field(
+        default=50, ge=1, description="Fewer labelled rows: performance is not judged (drift still is)."
+    )
+
+    pvalue_threshold: float = Field(
+        default=0.05, gt=0, lt=1, description="KS / chi-squared p-value below which a feature has drifted."
+    )
+    ks_min_statistic: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Also require a KS statistic this large: on big windows tiny shifts are 'significant'.",
+    )
+    hellinger_threshold: float = Field(
+        default=0.4, gt=0, le=1, description="Hellinger distance at or above which a feature has drifted."
+    )
+    hellinger: list[str] = Field(
+        default_factory=list, description="Features scored with Hellinger instead of KS / chi-squared."
+    )
+    ignore: list[str] = Field(
+        default_factory=list, description="Features left out of drift (ids, free text)."
+    )
+    dataset_drift_share: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="Share of drifted features at which the dataset has drifted (decision 'retrain').",
+    )
+    warn_on_any_drift: bool = Field(
+        default=True,
+        description="One drifted feature under the dataset share gives 'warn' rather than 'none'.",
+    )
+    retrain_on_drift: bool = Field(
+        default=True, description="Dataset drift alone decides 'retrain'; otherwise it only warns."
+    )
+
+    metric: str | None = Field(
+        default=None, description="Performance metric; default the spec's metric (roc_auc if no spec)."
+    )
+    max_metric_drop: float = Field(
+        default=0.05, ge=0, description="Drop below the evaluation metric (absolute) that decides 'retrain'."
+    )
+    warn_metric_drop: float = Field(
+        default=0.02, ge=0, description="Drop below the evaluation metric (absolute) that decides 'warn'."
+    )
+
+    cooldown_minutes: float = Field(
+        default=10.0,
+        ge=0,
+        description="After a retrain was started, further retrain decisions start nothing.",
+    )
+    trigger: TriggerMode = Field(
+        default="auto",
+        description="'event': emit the Prefect event (a deployment trigger starts retraining); 'direct': run "
+        "the retrain flow in-process; 'auto': event with a Prefect server (PREFECT_API_URL), else "
+        "direct; 'off': decide and report only.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitoringPolicy:
+        if self.warn_metric_drop > self.max_metric_drop:
+            raise ValueError("warn_metric_drop must not exceed max_metric_drop")
+        overlap = set(self.hellinger) & set(self.ignore)
+        if overlap:
+            raise ValueError(f"features both scored with Hellinger and ignored: {sorted(overlap)}")
+        return self
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(minutes=self.window_minutes)
+
+    @property
+    def cooldown(self) -> timedelta:
+        return timedelta(minutes=self.cooldown_minutes)
+
+
+def resolve_policy(
+    base: Any = None, override: MonitoringPolicy | dict[str, Any] | None = None
+) -> MonitoringPolicy:
+    """The policy of a run: ``base``, then the fields of ``override`` on top.
+
+    ``base`` is a policy, its dict form (a spec's ``monitoring:`` section), an object with a
+    ``monitoring`` attribute (a model spec that embeds the policy) or None (the defaults).
+    ``override`` as a dict changes only the fields it names, so a flow parameter like
+    ``{"min_rows": 10}`` does not reset the rest of the spec's policy to defaults.
+    """
+    if base is not None and not isinstance(base, (MonitoringPolicy, dict)):
+        base = getattr(base, "monitoring", None)
+    if isinstance(base, dict):
+        base = MonitoringPolicy.model_validate(base)
+    if not isinstance(base, MonitoringPolicy):
+        base = MonitoringPolicy()
+    if override is None:
+        return base
+    if isinstance(override, MonitoringPolicy):
+        return override
+    return MonitoringPolicy.model_validate({**base.model_dump(), **override})

@@ -1,0 +1,54 @@
+"""The promotion rule, in one function, and applying it to the registry.
+
+Kept apart from training so the rule can be read (and tested) alone: given the candidate's and
+production's scores on the same holdout, which alias does the new version get, and why. The why
+is written to the registry's audit log with the alias move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flows.evaluate import ProductionComparison
+from flows.spec import PromotionRule
+from registry import Registry
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    alias: str
+    reason: str
+
+
+def decide(rule: PromotionRule, metric: str, candidate: float, production: ProductionComparison) -> Decision:
+    """Promote when the candidate clears ``min_metric`` and beats production by ``min_improvement``.
+
+    No production version: promote on ``min_metric`` alone (the first model). Production present
+    but not scorable on this holdout (other features, unreadable artifact): do not promote
+    automatically, because nothing shows the candidate is better.
+    """
+    if rule.min_metric is not None and candidate < rule.min_metric:
+        return Decision(False, rule.otherwise_alias,
+                        f"{metric} {candidate:.5f} below the spec's floor min_metric={rule.min_metric}")
+    if production.version is None:
+        return Decision(True, rule.alias, f"first version: no {rule.alias} yet; {metric} {candidate:.5f}")
+    if production.metric is None:
+        return Decision(False, rule.otherwise_alias,
+                        f"cannot compare with {rule.alias} v{production.version}: {production.reason}")
+    gain = candidate - production.metric
+    if gain >= rule.min_improvement and (gain > 0 or rule.min_improvement < 0):  # a tie never moves the alias
+        return Decision(True, rule.alias,
+                        f"{metric} {candidate:.5f} beats {rule.alias} v{production.version} "
+                        f"({production.metric:.5f}) by {gain:+.5f} >= {rule.min_improvement} on the same holdout")
+    return Decision(False, rule.otherwise_alias,
+                    f"{metric} {candidate:.5f} vs {rule.alias} v{production.version} {production.metric:.5f} "
+                    f"({gain:+.5f}): does not beat it by min_improvement={rule.min_improvement}")
+
+
+def apply(registry: Registry, model_name: str, version: int, decision: Decision, *, actor: str,
+          details: dict[str, Any]) -> None:
+    """Move the decided alias to ``version`` (one transaction with its audit event)."""
+    registry.promote(model_name, version, alias=decision.alias, reason=decision.reason, actor=actor,
+                     details={**details, "promoted": decision.promote})

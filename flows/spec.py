@@ -1,0 +1,266 @@
+"""The model spec: training is configured, not coded.
+
+A spec (YAML, validated by the pydantic models below) names the model, the feature service, the
+label, which entities and time range to train on, the candidate estimator families (from the
+allow-list in :mod:`flows.estimators`) with their search spaces, the cross-validation, the metric,
+the time-based holdout, the seed, the data-validation thresholds and the promotion rule.
+
+Search spaces take two forms per parameter:
+
+* a list: a grid, crossed with the other grid parameters (``C: [0.1, 1.0]``);
+* a mapping with ``distribution`` (``uniform``, ``loguniform``, ``randint``, ``choice``): sampled
+  ``samples`` times, seeded (``max_depth: {distribution: randint, low: 3, high: 12}``).
+
+Configurations are expanded here, deterministically from the seed, not by a search algorithm at
+run time: the same spec gives the same trials, and every trial can be recorded and reproduced.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flows.estimators import ESTIMATORS, check_param_names
+
+METRICS: tuple[str, ...] = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1",
+                            "neg_log_loss", "neg_brier_score")
+"""Allowed metrics; all are "higher is better" (scikit-learn scorer names)."""
+
+_RELATIVE_RE = re.compile(r"^-(\d+)([dhm])$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Distribution(_Strict):
+    """A sampled parameter. ``randint`` draws from ``[low, high)`` like Ray Tune's ``randint``."""
+
+    distribution: Literal["uniform", "loguniform", "randint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.distribution == "choice":
+            if not self.values:
+                raise ValueError("a 'choice' distribution needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.distribution!r} distribution needs low < high")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError("a 'loguniform' distribution needs low > 0")
+        return self
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        if self.distribution == "choice":
+            assert self.values is not None
+            return self.values[int(rng.integers(len(self.values)))]
+        assert self.low is not None and self.high is not None
+        if self.distribution == "uniform":
+            return float(rng.uniform(self.low, self.high))
+        if self.distribution == "loguniform":
+            return float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
+        return int(rng.integers(int(self.low), int(self.high)))
+
+
+class Candidate(_Strict):
+    """One estimator family, its fixed params and its search space."""
+
+    family: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, list[Any] | Distribution] = Field(default_factory=dict)
+    samples: int = Field(default=1, ge=1, le=1000, description="Random draws of the distributions per grid point.")
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ESTIMATORS:
+            raise ValueError(f"unknown estimator family {value!r}; allowed: {', '.join(sorted(ESTIMATORS))}")
+        return value
+
+    @field_validator("search")
+    @classmethod
+    def _non_empty_grids(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, space in value.items():
+            if isinstance(space, list) and not space:
+                raise ValueError(f"search space for {name!r} is an empty list")
+        return value
+
+    def check(self) -> None:
+        """Refuse parameter names the estimator does not have (``get_params()``), before Ray."""
+        check_param_names(self.family, list(self.params), where=f"candidate {self.family} params")
+        check_param_names(self.family, list(self.search), where=f"candidate {self.family} search space")
+        overlap = set(self.params) & set(self.search)
+        if overlap:
+            raise ValueError(f"candidate {self.family}: {sorted(overlap)} both fixed and searched")
+
+    def configurations(self, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """The grid crossed with ``samples`` draws of the distributions, fixed params included."""
+        grid_names = [k for k, v in self.search.items() if isinstance(v, list)]
+        dists = {k: v for k, v in self.search.items() if isinstance(v, Distribution)}
+        draws = self.samples if dists else 1
+        configs: list[dict[str, Any]] = []
+        for point in itertools.product(*(self.search[k] for k in grid_names)):  # type: ignore[misc]
+            for _ in range(draws):
+                config = dict(self.params)
+                config.update(zip(grid_names, point, strict=True))
+                config.update({k: d.sample(rng) for k, d in dists.items()})
+                configs.append(config)
+        return configs
+
+
+class EntityQuery(_Strict):
+    """Which labelled entities (and when) to train on.
+
+    ``source: labels`` reads the domain's label source under ``<home>/data``; any other value is
+    a parquet path or fsspec URI holding entity keys, ``event_timestamp``, request fields and the
+    label. ``start`` / ``end`` are ISO datetimes or relative to now (``-30d``, ``-12h``, ``-90m``).
+    """
+
+    source: str = "labels"
+    start: str | None = None
+    end: str | None = None
+    timestamp_column: str = "event_timestamp"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _parseable(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_time(value)
+        return value
+
+    def window(self, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+        return (parse_time(self.start, now) if self.start else None,
+                parse_time(self.end, now) if self.end else None)
+
+
+class CrossValidation(_Strict):
+    folds: int = Field(default=3, ge=2, le=20)
+    strategy: Literal["stratified", "time"] = "stratified"
+
+
+class Holdout(_Strict):
+    """The last ``fraction`` of the time range is held out: evaluation sees only the future."""
+
+    fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+
+
+class SearchSettings(_Strict):
+    max_trials: int = Field(default=200, ge=1, description="Refuse specs that expand to more trials.")
+    trial_timeout_s: float | None = Field(default=None, gt=0, description="Per-trial wall-clock limit.")
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+
+
+class ValidationThresholds(_Strict):
+    """Data checks before training. Schema problems always fail; value skew fails over these limits."""
+
+    min_rows: int = Field(default=100, ge=1)
+    min_positive_rate: float = Field(default=0.005, ge=0.0, le=0.5)
+    max_null_fraction: float = Field(default=0.3, ge=0.0, le=1.0)
+    max_null_increase: float = Field(default=0.1, ge=0.0, le=1.0,
+                                     description="Null fraction above the reference's, absolute.")
+    range_tolerance: float = Field(default=0.25, ge=0.0,
+                                   description="Widen the reference [min, max] by this share of its width.")
+    max_out_of_range_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
+    max_new_category_fraction: float = Field(default=0.2, ge=0.0, le=1.0,
+                                             description="Rows with a category unseen in the reference.")
+
+
+class PromotionRule(_Strict):
+    """Promote to ``alias`` when the candidate beats production by ``min_improvement`` on the same
+    holdout (and reaches ``min_metric``); otherwise point ``otherwise_alias`` at it, with the reason."""
+
+    alias: str = "production"
+    otherwise_alias: str = "staging"
+    min_improvement: float = 0.0
+    min_metric: float | None = None
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str = ""
+    feature_service: str
+    label: str
+    entity_key: str = "customer_id"
+    entities: EntityQuery = Field(default_factory=EntityQuery)
+    candidates: list[Candidate] = Field(min_length=1)
+    cv: CrossValidation = Field(default_factory=CrossValidation)
+    metric: str = "roc_auc"
+    holdout: Holdout = Field(default_factory=Holdout)
+    seed: int = 42
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    validation: ValidationThresholds = Field(default_factory=ValidationThresholds)
+    promotion: PromotionRule = Field(default_factory=PromotionRule)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; allowed: {', '.join(METRICS)}")
+        return value
+
+    def check(self) -> None:
+        """Checks that need the estimators (parameter names), run before anything is launched."""
+        for candidate in self.candidates:
+            candidate.check()
+        n = len(self.trial_configs())
+        if n > self.search.max_trials:
+            raise ValueError(f"spec {self.name!r} expands to {n} trials, over search.max_trials={self.search.max_trials}")
+
+    def trial_configs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every (family, params) to try, deterministic in the seed."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for index, candidate in enumerate(self.candidates):
+            rng = np.random.default_rng([self.seed, index])
+            out.extend((candidate.family, config) for config in candidate.configurations(rng))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """An ISO datetime (UTC if naive) or a relative ``-<n>d|h|m`` from ``now``."""
+    match = _RELATIVE_RE.match(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+        return (now or datetime.now(UTC)) - delta
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"invalid time {text!r}: expected an ISO datetime or e.g. '-30d', '-12h'") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def load_spec(source: str | Path | dict[str, Any]) -> ModelSpec:
+    """A spec from a YAML file, a YAML string or a dict; validated, with parameter names checked."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        text = str(source)
+        path = Path(text)
+        if "\n" not in text and path.suffix in (".yaml", ".yml", ".json"):
+            if not path.exists():
+                raise FileNotFoundError(f"model spec {path} does not exist")
+            text = path.read_text()
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("a model spec must be a YAML mapping")  # noqa: TRY004 - bad input, not a bad call
+    spec = ModelSpec.model_validate(data)
+    spec.check()
+    return spec
+
+
+def builtin_spec_path(name: str) -> Path:
+    """``flows/specs/<name>.yaml`` shipped with esteira."""
+    return Path(__file__).resolve().parent / "specs" / f"{name}.yaml"
