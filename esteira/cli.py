@@ -6,7 +6,7 @@ nothing is changed. Tracebacks are for bugs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -170,14 +170,64 @@ def models_history(
         console.print(table)
 
 
-def mount(name: str, loader: Callable[[], typer.Typer], help_text: str) -> None:
-    """Mount a part's sub-commands if that part is importable (keeps ``esteira models`` fast and robust)."""
-    try:
-        sub = loader()
-    except ImportError:  # pragma: no cover - a part missing from a partial install
-        return
-    app.add_typer(sub, name=name, help=help_text)
+def _mount_parts() -> None:
+    from esteira import stack_cli
+    from flows.cli import score_app, train_app
+    from gateway.cli import serve_command
 
+    app.add_typer(train_app, name="train")
+    app.add_typer(score_app, name="score")
+    app.command("serve")(serve_command)
+    stack_cli.register(app)
+
+
+@app.command("materialize")
+def materialize_command(
+    generate: Annotated[bool, typer.Option(help="Generate an example batch first.")] = False,
+    batch: Annotated[str, typer.Option(help="Example batch: history or recent.")] = "history",
+    drift: Annotated[bool, typer.Option(help="Generate the batch in drift mode.")] = False,
+    customers: Annotated[int, typer.Option(help="Customers in a generated batch.")] = 5_000,
+) -> None:
+    """Apply the Feast definitions and materialize features into the online store."""
+    from flows.materialize import run_materialize
+
+    with user_errors():
+        result = run_materialize(generate=generate, batch=batch, drift=drift, n_customers=customers)  # type: ignore[arg-type]
+    console.print_json(data=result, default=str)
+
+
+@app.command("monitor")
+def monitor_command(
+    model: Annotated[str, typer.Argument(help="Model name")] = "churn",
+    batch_uri: Annotated[str | None, typer.Option(help="Judge a parquet batch instead of gateway traffic.")] = None,
+    trigger: Annotated[str | None, typer.Option(help="auto | event | direct | off")] = None,
+) -> None:
+    """Compare traffic (or a batch) with the production model's reference profile; decide."""
+    from flows.monitor import run_monitor
+
+    with user_errors():
+        outcome = run_monitor(model, batch_uri=batch_uri, trigger=trigger)  # type: ignore[arg-type]
+    console.print_json(data=outcome.to_dict() if hasattr(outcome, "to_dict") else vars(outcome), default=str)
+
+
+@app.command("demo")
+def demo_command(
+    customers: Annotated[int, typer.Option(help="Customers in the generated example data.")] = 3_000,
+    keep_up: Annotated[bool, typer.Option("--keep-up/--down", help="Leave the stack running afterwards.")] = False,
+) -> None:
+    """The whole loop end to end: data, training on Ray, gateway, traffic, drift, event-triggered retraining."""
+    from esteira.demo import DemoFailed, run_demo
+
+    try:
+        summary = run_demo(customers=customers, keep_up=keep_up, console=console)
+    except DemoFailed as exc:
+        err_console.print(f"[bold red]demo failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+_mount_parts()
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -41,8 +41,9 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> di
                 ray.init(address=target, log_to_driver=False, runtime_env=env)
             else:
                 _skip_uv_worker_env()
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                         runtime_env=env)
+                # "local", not None: a bare ray.init() joins any `ray start` cluster on the machine.
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                         log_to_driver=False, runtime_env=env)
     return dict(ray.cluster_resources())
 
 

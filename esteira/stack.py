@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -209,7 +210,7 @@ def use_stack(settings: Settings | None = None) -> Iterator[None]:
 # What the command line of each process we start contains (after `python -m prefect`).
 SERVER_MARK = "server start"
 WORKER_MARK = "worker start"
-RAY_MARK = "--head"
+RAY_MARK = "ray start --head"
 
 
 def _cmdline(pid: int) -> str:
@@ -229,7 +230,7 @@ def _cmdline(pid: int) -> str:
 
 def pid_running(pid: int | None, mark: str = "") -> bool:
     """True if ``pid`` runs, leads its own process group (as every process we start does), and its
-    command line names prefect and contains ``mark``.
+    command line contains ``mark`` (and names prefect, for the server and worker).
 
     ``stack.json`` can outlive its processes (a reboot, a kill -9): the group and command-line checks
     keep a recycled pid, say a login shell, from being taken for the server and signalled by
@@ -248,7 +249,7 @@ def pid_running(pid: int | None, mark: str = "") -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     cmd = _cmdline(pid)
-    return "prefect" in cmd and mark in cmd
+    return mark in cmd and ("prefect" in cmd or mark == RAY_MARK)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -545,7 +546,12 @@ def _start_ray(s: Settings, env: dict[str, str], root: Path) -> int:
         raise StackError(f"port {s.stack_ray_port} is in use by a process esteira did not start; "
                          "stop it or set ESTEIRA_STACK_RAY_PORT")
     ray_cli = str(Path(sys.executable).with_name("ray"))
+    # Its own temp dir: `ray start` records itself in <temp dir>/ray_current_cluster, and every later
+    # bare `ray.init()` on the machine would join the default one's (/tmp/ray) cluster instead of
+    # starting its own. Short, because Ray's socket paths must fit in 107 bytes.
+    temp_dir = Path(tempfile.gettempdir()) / f"esteira-ray-{s.stack_ray_port}"
     args = [ray_cli, "start", "--head", "--block", f"--port={s.stack_ray_port}", "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}",
             f"--num-cpus={(os.cpu_count() or 1) + 1}", "--include-dashboard=false", "--disable-usage-stats"]
     return _spawn(args, log_path=logs_dir(s) / "ray-head.log", title="ray start --head",
                   env={**env, **RAY_HEAD_ENV}, cwd=root)
@@ -692,7 +698,8 @@ def stop_stack(settings: Settings | None = None, *, timeout: float = 20.0) -> li
         processes = (("worker", info.worker_pid, WORKER_MARK), ("server", info.server_pid, SERVER_MARK),
                      ("ray", info.ray_pid, RAY_MARK))
         for role, pid, mark in processes:
-            if pid and _terminate(pid, mark, timeout):
+            # `ray start --block` does not act on SIGTERM; its processes only hold session files.
+            if pid and _terminate(pid, mark, 3.0 if role == "ray" else timeout):
                 stopped.append(role)
         stack_file(s).unlink(missing_ok=True)
     return stopped

@@ -30,13 +30,16 @@ def up(
     scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler",
                                             help="Let schedules create runs.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 120.0,
+    serving: Annotated[bool, typer.Option("--serving/--no-serving",
+                                          help="Also start a Ray head and the gateway on it.")] = True,
 ) -> None:
-    """Start the local Prefect server, work pool and worker, and deploy the flows (idempotent)."""
+    """Start the local stack: Prefect server, work pool, worker and deployments; a Ray head and the
+    gateway (idempotent)."""
     from esteira.stack import StackError, start_stack
 
     try:
         with console.status("starting the local Prefect stack..."):
-            info = start_stack(deploy_flows=deploy, scheduler=scheduler, timeout=timeout)
+            info = start_stack(deploy_flows=deploy, scheduler=scheduler, timeout=timeout, serving=serving)
     except StackError as exc:
         _fail(str(exc))
         return
@@ -44,6 +47,9 @@ def up(
     console.print(f"Prefect API: {info.api_url}  (server pid {info.server_pid}, "
                   f"worker pid {info.worker_pid})")
     console.print(f"Work pool:   {info.work_pool}")
+    if info.gateway_url:
+        console.print(f"Gateway:     [bold green]{info.gateway_url}[/]  (docs: {info.gateway_url}/docs)")
+        console.print(f"Ray:         {info.ray_address} (head pid {info.ray_pid})")
     if info.deployments:
         console.print(f"Deployed:    {', '.join(info.deployments)}")
     if info.skipped_deployments:
@@ -55,7 +61,7 @@ def up(
 
 @app.command("down")
 def down(timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 20.0) -> None:
-    """Stop the worker and the server started by `esteira up` (data and logs stay)."""
+    """Stop what `esteira up` started: worker, server, Ray head and gateway (data and logs stay)."""
     from esteira.stack import stop_stack
 
     stopped = stop_stack(timeout=timeout)

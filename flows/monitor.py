@@ -96,10 +96,7 @@ def _spec_of(
     if not isinstance(data, dict):
         return None, None, None
     data = dict(data)
-    monitoring = (
-        data.get("monitoring") if "monitoring" in ModelSpec.model_fields else data.pop("monitoring", None)
-    )
-    return load_spec(data), monitoring, source
+    return load_spec(data), data.get("monitoring"), source
 
 
 def load_context(

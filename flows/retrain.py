@@ -45,8 +45,6 @@ def spec_for_retrain(registry: Registry, model_name: str, spec: str | None = Non
         if stored:
             from flows.spec import load_spec
 
-            if "monitoring" not in ModelSpec.model_fields:
-                stored.pop("monitoring", None)
             return load_spec(stored)
     return resolve_spec(model_name)
 

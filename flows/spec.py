@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.estimators import ESTIMATORS, check_param_names
+from flows.monitoring.policy import MonitoringPolicy
 
 METRICS: tuple[str, ...] = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1",
                             "neg_log_loss", "neg_brier_score")
@@ -200,6 +201,7 @@ class ModelSpec(_Strict):
     search: SearchSettings = Field(default_factory=SearchSettings)
     validation: ValidationThresholds = Field(default_factory=ValidationThresholds)
     promotion: PromotionRule = Field(default_factory=PromotionRule)
+    monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
 
     @field_validator("metric")
     @classmethod

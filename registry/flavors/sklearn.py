@@ -27,27 +27,78 @@ def trusted_types_for(data: bytes) -> list[str]:
     return needed
 
 
+NUMERIC_DTYPES = frozenset({"float64", "float32", "double", "float", "int64", "int32", "int", "bool"})
+
+
+def _walk(model: Any) -> list[Any]:
+    """The estimator and every step nested in pipelines, column transformers and unions."""
+    found, stack = [], [model]
+    while stack:
+        item = stack.pop()
+        found.append(item)
+        for attr in ("steps", "transformer_list"):
+            stack.extend(step for _, step in getattr(item, attr, []) or [])
+        stack.extend(t for _, t, _ in getattr(item, "transformers_", []) or [] if hasattr(t, "fit"))
+    return found
+
+
+def _takes_arrays(model: Any, signature: dict[str, Any]) -> bool:
+    """True when the model can be fed one float matrix in ``feature_names_in_`` order.
+
+    Needs every input numeric and no step that selects columns by name (a ColumnTransformer over
+    names needs a DataFrame). Then pandas can stay off the hot path: FIELD-NOTES measured a one-row
+    DataFrame doubling HistGradientBoosting's own cost (1.3 ms vs 0.63 ms).
+    """
+    inputs = signature.get("inputs", [])
+    if not inputs or any(str(col.get("dtype", "")).lower() not in NUMERIC_DTYPES for col in inputs):
+        return False
+    return not any(type(step).__name__ == "ColumnTransformer" for step in _walk(model))
+
+
 class SklearnPredictor:
-    """Wraps a fitted estimator or pipeline. Builds the DataFrame the pipeline was fitted on by name."""
+    """Wraps a fitted estimator or pipeline.
+
+    Fast path: an all-numeric model without name-based column selection gets a float matrix in the
+    order it was fitted on (its fitted ``feature_names_in_`` are dropped from the loaded copy so that
+    scikit-learn does not warn per call). Otherwise a DataFrame is built by name, as at training.
+    """
 
     def __init__(self, model: Any, signature: dict[str, Any]) -> None:
         self.model = model
         self.input_names = [col["name"] for col in signature.get("inputs", [])] or list(
             getattr(model, "feature_names_in_", [])
         )
+        fitted_order = [str(n) for n in getattr(model, "feature_names_in_", [])]
+        self.use_arrays = _takes_arrays(model, signature) and (
+            not fitted_order or sorted(fitted_order) == sorted(self.input_names))
+        if self.use_arrays:
+            self.array_order = fitted_order or self.input_names
+            for step in _walk(model):
+                if hasattr(step, "feature_names_in_"):
+                    try:
+                        del step.feature_names_in_
+                    except AttributeError:
+                        pass
         self.is_classifier = hasattr(model, "predict_proba")
         classes = getattr(model, "classes_", None)
         self.classes = list(classes) if classes is not None else None
+        self._class_array = np.asarray(classes) if classes is not None else None
 
     def frame(self, columns: dict[str, np.ndarray]) -> pd.DataFrame:
         return pd.DataFrame({name: columns[name] for name in self.input_names})
 
+    def features(self, columns: dict[str, np.ndarray]) -> Any:
+        if self.use_arrays:
+            return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in self.array_order])
+        return self.frame(columns)
+
     def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        frame = self.frame(columns)
+        features = self.features(columns)
         if not self.is_classifier:
-            return {"prediction": np.asarray(self.model.predict(frame))}
-        proba = self.model.predict_proba(frame)
-        labels = np.asarray(self.classes)[proba.argmax(axis=1)]
+            return {"prediction": np.asarray(self.model.predict(features))}
+        proba = self.model.predict_proba(features)
+        classes = self._class_array if self._class_array is not None else np.arange(proba.shape[1])
+        labels = classes[proba.argmax(axis=1)]
         out: dict[str, np.ndarray] = {"label": labels}
         if proba.shape[1] == 2:
             out["probability"] = proba[:, 1]

@@ -1,0 +1,453 @@
+"""``esteira demo``: the whole loop, end to end, on the embedded default.
+
+1. the local stack: Prefect server, worker and deployments, a Ray head, the gateway on Ray Serve;
+2. example data generated and materialized into Feast; v1 trained across Ray, registered, promoted;
+3. realistic traffic (entity-key and inline requests) and ground-truth feedback; a monitor run that
+   finds nothing wrong;
+4. the generator switched to drift; drifted traffic; the monitor finds drift and emits a Prefect event;
+   the retrain deployment's trigger starts it on the worker; v2 is promoted and the gateway hot-loads it
+   while clients keep sending requests (every failure is counted);
+5. a summary: versions and metrics before and after, drift scores, what triggered what, stage timings.
+
+Every flow here runs against the stack's Prefect server, so each one is in the UI with its artifacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from esteira.settings import Settings, get_settings
+
+MODEL = "churn"
+
+
+class DemoFailed(RuntimeError):
+    """A stage of the demo did not do what it should; the message says which and why."""
+
+
+@dataclass
+class LoadStats:
+    """What clients saw: every request counted, none retried."""
+
+    sent: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    versions: dict[int, int] = field(default_factory=dict)
+    first_seen: dict[int, float] = field(default_factory=dict)
+
+    def record(self, ok: bool, latency_ms: float, version: int | None, detail: str = "") -> None:
+        self.sent += 1
+        if not ok:
+            self.failed += 1
+            self.errors[detail[:120]] = self.errors.get(detail[:120], 0) + 1
+            return
+        self.latencies_ms.append(latency_ms)
+        if version is not None:
+            self.versions[version] = self.versions.get(version, 0) + 1
+            self.first_seen.setdefault(version, time.time())
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+@dataclass
+class DemoSummary:
+    ok: bool
+    stages: list[tuple[str, float, str]]
+    versions: list[dict[str, Any]]
+    reports: list[dict[str, Any]]
+    swap: dict[str, Any]
+    urls: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "stages": self.stages, "versions": self.versions, "reports": self.reports,
+                "swap": self.swap, "urls": self.urls}
+
+
+class Demo:
+    """One run of the demo. Stages are methods so that a test can read what each one checked."""
+
+    def __init__(self, *, customers: int, keep_up: bool, console: Console, requests_per_phase: int = 400,
+                 settings: Settings | None = None, retrain_timeout_s: float = 300.0) -> None:
+        self.customers = customers
+        self.keep_up = keep_up
+        self.console = console
+        self.requests_per_phase = requests_per_phase
+        self.settings = settings or get_settings()
+        self.retrain_timeout_s = retrain_timeout_s
+        self.stages: list[tuple[str, float, str]] = []
+        self.rng = random.Random(7)
+        self.urls: dict[str, str] = {}
+        self.reports: list[dict[str, Any]] = []
+        self.swap: dict[str, Any] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[list[str]]:
+        notes: list[str] = []
+        started = time.perf_counter()
+        with self.console.status(f"[bold]{name}[/]..."):
+            yield notes
+        seconds = time.perf_counter() - started
+        self.stages.append((name, seconds, "; ".join(notes)))
+        self.console.print(f"[green]✓[/] {name} [dim]({seconds:.1f}s)[/] {'; '.join(notes)}", highlight=False)
+
+    @property
+    def gateway(self) -> str:
+        return self.urls["gateway"]
+
+    def registry(self) -> Any:
+        from registry import Registry
+
+        return Registry.from_url()
+
+    # -- stages -----------------------------------------------------------------------------------------
+
+    def start_stack(self) -> None:
+        from esteira.stack import local_ray_address, stack_env, start_stack
+
+        with self.stage("stack: Prefect server + worker + deployments, Ray head, gateway") as notes:
+            # Flows run in this process and in the worker: both must find the stack's server and Ray.
+            os.environ.update(stack_env(self.settings))
+            os.environ["ESTEIRA_RAY_ADDRESS"] = local_ray_address(self.settings)
+            get_settings.cache_clear()
+            self.settings = get_settings()
+            info = start_stack(self.settings, serving=True)
+            self.urls = {"prefect_ui": info.ui_url, "gateway": info.gateway_url or "",
+                         "gateway_docs": f"{info.gateway_url}/docs"}
+            notes.append(f"{len(info.deployments)} deployments, UI {info.ui_url}, gateway {info.gateway_url}")
+
+    def prepare_data(self) -> None:
+        from flows.materialize import materialize_flow
+
+        with self.stage("data: generate and materialize into Feast") as notes:
+            history = materialize_flow(generate=True, batch="history", n_customers=self.customers)
+            recent = materialize_flow(generate=True, batch="recent", n_customers=self.customers)
+            notes.append(f"history {_rows(history)} rows, recent {_rows(recent)} rows materialized")
+
+    def train_v1(self) -> int:
+        from flows.train import train_flow
+
+        with self.stage("train v1 across Ray") as notes:
+            result = train_flow(spec=MODEL, parallel=True)
+            notes.append(f"v{result['version']} {result['best_family']} -> {result['alias']} "
+                         f"(holdout roc_auc {result['metrics'].get('holdout_roc_auc', float('nan')):.3f}, "
+                         f"{result['n_trials']} trials)")
+        if not result["promoted"]:
+            raise DemoFailed(f"v1 was not promoted: {result['reason']}")
+        return int(result["version"])
+
+    def wait_served(self, version: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        body = {"entities": {"customer_id": 1}, "request_data": {"days_until_renewal": 10}}
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.post(f"{self.gateway}/v1/models/{MODEL}/predict", json=body, timeout=5)
+                if response.status_code == 200 and response.json().get("version") == version:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise DemoFailed(f"the gateway did not serve {MODEL} v{version} within {timeout:.0f}s")
+
+    def traffic_rows(self) -> tuple[pd.DataFrame, list[str]]:
+        """Rows of the current 'recent' batch with their point-in-time features (for inline requests)."""
+        from feature_repo.generator import load_labels
+        from feature_repo.store import feature_names, open_store, training_frame
+
+        labels = load_labels(batch="recent")
+        sample = labels.sample(n=min(self.requests_per_phase, len(labels)), random_state=self.rng.randint(0, 9999))
+        store = open_store()
+        frame = training_frame(store, "churn_v1", sample.reset_index(drop=True))
+        return frame, feature_names(store, "churn_v1")
+
+    def send_traffic(self, frame: pd.DataFrame, features: list[str], *, concurrency: int = 8) -> LoadStats:
+        """One request per row, alternating entity-key and inline requests; then feedback for each."""
+        stats = LoadStats()
+        feedback: list[dict[str, Any]] = []
+
+        async def one(client: httpx.AsyncClient, i: int, row: pd.Series) -> None:
+            if i % 2 == 0:
+                body: dict[str, Any] = {"entities": {"customer_id": int(row["customer_id"])},
+                                        "request_data": {"days_until_renewal": int(row["days_until_renewal"])}}
+            else:
+                body = {"inputs": {name: _plain(row[name]) for name in features}}
+            started = time.perf_counter()
+            try:
+                response = await client.post(f"/v1/models/{MODEL}/predict", json=body)
+                ok = response.status_code == 200
+                data = response.json() if ok else {}
+                stats.record(ok, (time.perf_counter() - started) * 1000, data.get("version"),
+                             "" if ok else f"{response.status_code} {response.text}")
+                if ok:
+                    feedback.append({"request_id": data["request_id"], "label": int(row["churned"])})
+            except httpx.HTTPError as exc:
+                stats.record(False, 0.0, None, f"{type(exc).__name__}: {exc}")
+
+        async def main() -> None:
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            async with httpx.AsyncClient(base_url=self.gateway, timeout=30, limits=limits) as client:
+                queue = list(frame.iterrows())
+                semaphore = asyncio.Semaphore(concurrency)
+
+                async def guarded(i: int, row: pd.Series) -> None:
+                    async with semaphore:
+                        await one(client, i, row)
+
+                await asyncio.gather(*(guarded(i, row) for i, row in queue))
+                for start in range(0, len(feedback), 500):
+                    response = await client.post(f"/v1/models/{MODEL}/feedback",
+                                                 json={"items": feedback[start:start + 500]})
+                    response.raise_for_status()
+
+        asyncio.run(main())
+        return stats
+
+    def monitor(self, start: datetime, *, trigger: str) -> dict[str, Any]:
+        from flows.monitor import monitor
+
+        time.sleep(self.flush_wait_s)  # the gateway writes its log in micro-batches
+        result = monitor(model_name=MODEL, start=start, end=datetime.now(UTC) + timedelta(seconds=1),
+                         trigger=trigger)  # type: ignore[arg-type]
+        reg = self.registry()
+        try:
+            saved = next((r for r in reg.reports(MODEL, limit=20) if r.id == result["report_id"]), None)
+        finally:
+            reg.close()
+        if saved is not None:
+            result = {**result, "drift": (saved.drift or {}).get("features", {}), "performance": saved.performance}
+        self.reports.append(result)
+        return result
+
+    flush_wait_s = 7.0
+
+    def steady_phase(self) -> None:
+        with self.stage("traffic on v1 + feedback, then monitor") as notes:
+            start = datetime.now(UTC) - timedelta(seconds=1)
+            frame, features = self.traffic_rows()
+            stats = self.send_traffic(frame, features)
+            if stats.failed:
+                raise DemoFailed(f"{stats.failed} of {stats.sent} requests failed: {stats.errors}")
+            report = self.monitor(start, trigger="off")
+            notes.append(f"{stats.sent} requests, p50 {stats.percentile(0.5):.1f} ms; monitor: "
+                         f"{report.get('decision')} (drift share {_share(report)})")
+
+    def drift_phase(self) -> tuple[dict[str, Any], float]:
+        from flows.materialize import materialize_flow
+
+        with self.stage("drift: generator in drift mode, drifted traffic, monitor") as notes:
+            materialize_flow(generate=True, batch="recent", drift=True, n_customers=self.customers)
+            start = datetime.now(UTC) - timedelta(seconds=1)
+            frame, features = self.traffic_rows()
+            stats = self.send_traffic(frame, features)
+            if stats.failed:
+                raise DemoFailed(f"{stats.failed} of {stats.sent} requests failed: {stats.errors}")
+            report = self.monitor(start, trigger="event")
+            decided_at = time.time()
+            notes.append(f"monitor: {report.get('decision')} (drift share {_share(report)}; "
+                         f"{report.get('reason', '')[:120]})")
+        if report.get("decision") != "retrain":
+            raise DemoFailed(f"the monitor did not ask for retraining on drifted traffic: {report}")
+        return report, decided_at
+
+    def retrain_under_load(self, v1: int, decided_at: float) -> int:
+        """Keep clients busy while the event-triggered retrain runs; stop once v2 has answered a while."""
+        reg = self.registry()
+        stats = LoadStats()
+        frame, features = self.traffic_rows()
+        rows = [r for _, r in frame.iterrows()]
+        state: dict[str, Any] = {"promoted_at": None, "v2": None}
+
+        async def client_loop(client: httpx.AsyncClient, worker: int, stop: asyncio.Event) -> None:
+            i = worker
+            while not stop.is_set():
+                row = rows[i % len(rows)]
+                i += 1
+                body = ({"entities": {"customer_id": int(row["customer_id"])},
+                         "request_data": {"days_until_renewal": int(row["days_until_renewal"])}} if i % 2
+                        else {"inputs": {name: _plain(row[name]) for name in features}})
+                started = time.perf_counter()
+                try:
+                    response = await client.post(f"/v1/models/{MODEL}/predict", json=body)
+                    ok = response.status_code == 200
+                    stats.record(ok, (time.perf_counter() - started) * 1000,
+                                 response.json().get("version") if ok else None,
+                                 "" if ok else f"{response.status_code} {response.text}")
+                except httpx.HTTPError as exc:
+                    stats.record(False, 0.0, None, f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.02)
+
+        async def watcher(stop: asyncio.Event) -> None:
+            deadline = time.monotonic() + self.retrain_timeout_s
+            while time.monotonic() < deadline:
+                current = await asyncio.to_thread(reg.resolve_alias, MODEL, "production")
+                if current is not None and current != v1 and state["promoted_at"] is None:
+                    state["v2"], state["promoted_at"] = current, time.time()
+                if state["v2"] and state["v2"] in stats.first_seen and \
+                        time.time() - stats.first_seen[state["v2"]] > 3.0:
+                    break
+                await asyncio.sleep(0.25)
+            stop.set()
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            async with httpx.AsyncClient(base_url=self.gateway, timeout=30) as client:
+                await asyncio.gather(watcher(stop), *(client_loop(client, w, stop) for w in range(8)))
+
+        with self.stage("retrain: Prefect event -> retrain deployment on the worker -> v2 hot-loaded") as notes:
+            asyncio.run(main())
+            v2 = state["v2"]
+            if v2 is None:
+                raise DemoFailed(f"no new production version within {self.retrain_timeout_s:.0f}s of the retrain "
+                                 f"event; see the worker log under {self.settings.home / 'logs'}")
+            served_at = stats.first_seen.get(v2)
+            self.swap = {
+                "from_version": v1, "to_version": v2, "requests": stats.sent, "failed": stats.failed,
+                "errors": stats.errors, "p50_ms": round(stats.percentile(0.5), 1),
+                "p99_ms": round(stats.percentile(0.99), 1),
+                "decision_to_promotion_s": round(state["promoted_at"] - decided_at, 1),
+                "promotion_to_first_v2_response_s": round(served_at - state["promoted_at"], 2) if served_at else None,
+                "decision_to_serving_s": round(served_at - decided_at, 1) if served_at else None,
+                "responses_by_version": stats.versions,
+            }
+            notes.append(f"v{v1} -> v{v2}; {stats.sent} requests during the swap, {stats.failed} failed; "
+                         f"promotion -> first v{v2} response {self.swap['promotion_to_first_v2_response_s']}s")
+        reg.close()
+        if stats.failed:
+            raise DemoFailed(f"{stats.failed} requests failed across the swap: {stats.errors}")
+        if served_at is None:
+            raise DemoFailed(f"v{v2} was promoted but the gateway never answered with it")
+        return int(v2)
+
+    # -- the run ------------------------------------------------------------------------------------------
+
+    def run(self) -> DemoSummary:
+        from esteira.stack import stop_stack, use_stack
+
+        ok = False
+        try:
+            self.start_stack()
+            with use_stack(self.settings):
+                self.prepare_data()
+                v1 = self.train_v1()
+                with self.stage("gateway serves v1") as notes:
+                    self.wait_served(v1)
+                    notes.append(f"{self.gateway}/v1/models/{MODEL}/predict answers with v{v1}")
+                self.steady_phase()
+                _, decided_at = self.drift_phase()
+                self.retrain_under_load(v1, decided_at)
+            ok = True
+        except Exception:
+            self.console.print_exception(max_frames=8)
+            raise
+        finally:
+            summary = self.summary(ok)
+            _disconnect_ray()  # before the cluster goes: a connected driver would abort on losing it
+            if not self.keep_up:
+                with self.stage("stack down"):
+                    stop_stack(self.settings)
+        return summary
+
+    def summary(self, ok: bool) -> DemoSummary:
+        versions: list[dict[str, Any]] = []
+        try:
+            reg = self.registry()
+            aliases = reg.aliases(MODEL)
+            for mv in reversed(reg.list_versions(MODEL)):
+                versions.append({"version": mv.version, "family": mv.params.get("family"),
+                                 "aliases": [a for a, v in aliases.items() if v == mv.version],
+                                 "holdout_roc_auc": mv.metrics.get("holdout_roc_auc"),
+                                 "production_holdout_roc_auc": mv.metrics.get("production_holdout_roc_auc"),
+                                 "flow_run_id": mv.flow_run_id})
+            reg.close()
+        except Exception as exc:  # noqa: BLE001 - a summary must not hide the real failure
+            versions.append({"error": str(exc)})
+        summary = DemoSummary(ok=ok, stages=self.stages, versions=versions, reports=self.reports, swap=self.swap,
+                              urls=self.urls)
+        self.print_summary(summary)
+        return summary
+
+    def print_summary(self, summary: DemoSummary) -> None:
+        table = Table(title="Stages")
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        for name, seconds, _ in summary.stages:
+            table.add_row(name, f"{seconds:.1f}")
+        table.add_row("[bold]total", f"[bold]{sum(s for _, s, _ in summary.stages):.1f}")
+        self.console.print(table)
+        versions = Table(title=f"Versions of {MODEL}")
+        for column in ("version", "family", "aliases", "holdout roc_auc", "production's roc_auc, same holdout"):
+            versions.add_column(column)
+        for v in summary.versions:
+            if "error" in v:
+                continue
+            versions.add_row(str(v["version"]), str(v["family"]), ", ".join(v["aliases"]) or "-",
+                             _fmt(v["holdout_roc_auc"]), _fmt(v["production_holdout_roc_auc"]))
+        self.console.print(versions)
+        for report in summary.reports:
+            drift = report.get("drift") or {}
+            table = Table(title=f"Monitor report #{report.get('report_id')}: {report.get('decision')} "
+                                f"(drift share {_share(report)})")
+            for column in ("feature", "algorithm", "statistic", "p-value", "drifted"):
+                table.add_column(column)
+            for name, score in sorted(drift.items()):
+                if isinstance(score, dict):
+                    table.add_row(name, str(score.get("algorithm")), _fmt(score.get("statistic")),
+                                  _fmt(score.get("pvalue")), "yes" if score.get("drifted") else "")
+            self.console.print(table)
+            if report.get("triggered_run"):
+                self.console.print(f"  triggered: {report['triggered_run']}")
+        if summary.swap:
+            self.console.print(f"Hot swap: {summary.swap}")
+        for name, url in summary.urls.items():
+            self.console.print(f"{name}: {url}")
+        self.console.print("[bold green]demo finished[/]" if summary.ok else "[bold red]demo failed[/]")
+
+
+def run_demo(*, customers: int = 3_000, keep_up: bool = False, console: Console | None = None,
+             **kwargs: Any) -> DemoSummary:
+    return Demo(customers=customers, keep_up=keep_up, console=console or Console(), **kwargs).run()
+
+
+def _disconnect_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _rows(result: dict[str, Any]) -> Any:
+    return result.get("rows_written", result.get("rows", "?"))
+
+
+def _share(report: dict[str, Any]) -> str:
+    share = report.get("drift_share")
+    return f"{share:.2f}" if isinstance(share, (int, float)) else "-"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"

@@ -1,0 +1,57 @@
+"""The Ray Serve shell around :class:`gateway.service.ModelService`: one deployment, one ASGI ingress.
+
+Why these options (FIELD-NOTES, Ray Serve):
+
+* ``max_ongoing_requests`` high (256): with Serve's default of 5, concurrency 32 makes the router back
+  off (25 ms doubling to 0.5 s) while the replica idles; throughput collapses from ~120 to ~15 req/s.
+  The handler is async and scores small requests on the loop, so a replica copes with many at once.
+* Model updates never go through redeploys or ``reconfigure`` (both stall a replica while it loads):
+  each replica polls the registry and swaps versions itself (see :mod:`gateway.models`).
+* ``OMP_NUM_THREADS=1`` per replica: HistGradientBoosting otherwise spreads every one-row call over all
+  cores and oversubscribes them (313 -> 583 req/s measured in a bare app).
+
+The app is built in the replica (``__serve_build_asgi_app__``), after the constructor has built the
+service from its config, so routes, service and config travel to replicas as one plain dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from gateway.config import GatewayConfig
+
+DEPLOYMENT_NAME = "esteira-gateway"
+DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {
+    "num_cpus": 0.5,
+    "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1", "WHYLOGS_NO_ANALYTICS": "1"}},
+}
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=256, ray_actor_options=DEFAULT_ACTOR_OPTIONS,
+                  health_check_period_s=5, graceful_shutdown_timeout_s=10)
+@serve.ingress()
+class Gateway:
+    """One replica: a :class:`ModelService` (with its registry poll loop and log writer) behind FastAPI."""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        from gateway.service import ModelService
+
+        self.service = ModelService.from_config(GatewayConfig.model_validate(config or {}))
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from gateway.app import build_app
+
+        return build_app(self.service)
+
+
+def build(args: dict[str, Any] | None = None) -> Application:
+    """Application builder, for ``serve run gateway.deployment:build`` and ``serve deploy`` config files.
+
+    ``args`` is a :class:`GatewayConfig` as a dict (``models``, ``database_url``, ``shadow_alias``...);
+    replicas, autoscaling and actor options belong to the config file's ``deployments:`` section.
+    """
+    config = GatewayConfig.model_validate(args or {})
+    return Gateway.bind(config.to_args())  # type: ignore[attr-defined]  # @serve.deployment adds .bind

@@ -1,0 +1,349 @@
+"""The inference log: every prediction and every piece of feedback, written off the request path.
+
+Requests only append a small record to a bounded in-memory buffer (a deque append: no I/O, no lock
+held across I/O, never an exception). A writer thread drains the buffer in micro-batches and writes,
+per model:
+
+    <root>/<model>/predictions/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet   one row per scored row
+    <root>/<model>/feedback/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet      ground truth by request id
+    <root>/<model>/profiles/<window-start unix s>/<uuid>.bin              whylogs profiles per time window
+
+``root`` is a folder or any fsspec URI, so several replicas (each writing its own uniquely named files)
+and the monitor flow can share object storage. A full buffer drops the record and counts the drop; a
+failed write is logged and counted. Neither can fail or slow a prediction.
+
+Prediction columns: ``request_id``, ``row`` (index within the request), ``timestamp`` (UTC),
+``model``, ``model_version``, ``role`` ("production" or "shadow"), one column per input feature under
+its own name, and one column per output named ``output.<name>``. :func:`read_window` returns them
+joined with the latest feedback label of each (request_id, row).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+OUTPUT_PREFIX = "output."
+META_COLUMNS = ("request_id", "row", "timestamp", "model", "model_version", "role")
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    request_id: str
+    timestamp: float
+    model: str
+    version: int
+    role: str
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    request_id: str
+    row: int
+    label: Any
+    timestamp: float
+    model: str
+
+
+def _fs(root: str) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(root)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+class InferenceLogger:
+    """Buffered, batched writer of the inference log and its whylogs window profiles."""
+
+    def __init__(self, root: str, *, buffer_size: int = 100_000, flush_interval_s: float = 5.0,
+                 profile_window_s: int = 3600, profile: bool = True,
+                 on_drop: Callable[[int], None] | None = None,
+                 on_error: Callable[[], None] | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.buffer_size = buffer_size
+        self.flush_interval_s = flush_interval_s
+        self.profile_window_s = profile_window_s
+        self.profile = profile
+        self.dropped = 0
+        self.written_rows = 0
+        self._buffer: deque[PredictionRecord | FeedbackRecord] = deque()
+        self._on_drop = on_drop
+        self._on_error = on_error
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # -- request path: append only ---------------------------------------------------------------------------
+
+    def _append(self, record: PredictionRecord | FeedbackRecord) -> bool:
+        if len(self._buffer) >= self.buffer_size:
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop(1)
+            return False
+        self._buffer.append(record)
+        return True
+
+    def log_prediction(self, record: PredictionRecord) -> bool:
+        """Queue one request's rows; False if the buffer was full and the record was dropped."""
+        return self._append(record)
+
+    def log_feedback(self, record: FeedbackRecord) -> bool:
+        return self._append(record)
+
+    # -- writer thread ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="esteira-inference-log", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Flush what is buffered and stop the writer."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.flush()
+
+    def _run(self) -> None:
+        if self.profile:
+            try:  # import whylogs now, not in the middle of traffic (its import holds the GIL for a while)
+                from esteira import profiles
+
+                profiles._why()
+            except Exception:  # noqa: BLE001 - profiles are best effort
+                log.exception("whylogs unavailable; inference profiles disabled")
+                self.profile = False
+        while not self._stopping.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Write everything buffered now; returns the number of prediction rows written. Never raises."""
+        with self._flush_lock:
+            records: list[PredictionRecord | FeedbackRecord] = []
+            while self._buffer:
+                try:
+                    records.append(self._buffer.popleft())
+                except IndexError:
+                    break
+            if not records:
+                return 0
+            predictions: dict[str, list[PredictionRecord]] = {}
+            feedback: dict[str, list[FeedbackRecord]] = {}
+            for record in records:
+                target = predictions if isinstance(record, PredictionRecord) else feedback
+                target.setdefault(record.model, []).append(record)  # type: ignore[arg-type]
+            written = 0
+            for model, batch in predictions.items():
+                written += self._guarded(lambda: self._write_predictions(model, batch))  # noqa: B023
+            for model, labels in feedback.items():
+                self._guarded(lambda: self._write_feedback(model, labels))  # noqa: B023
+            self.written_rows += written
+            return written
+
+    def _guarded(self, action: Callable[[], int | None]) -> int:
+        try:
+            return action() or 0
+        except Exception:  # noqa: BLE001 - logging never takes the gateway down
+            log.exception("inference log write failed")
+            if self._on_error is not None:
+                self._on_error()
+            return 0
+
+    def _write_parquet(self, frame: pd.DataFrame, model: str, kind: str) -> None:
+        fs, root = _fs(self.root)
+        now = time.time()
+        folder = f"{root}/{model}/{kind}/date={_utc(now):%Y-%m-%d}"
+        fs.makedirs(folder, exist_ok=True)
+        path = f"{folder}/{int(now * 1000)}-{uuid.uuid4().hex[:12]}.parquet"
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        tmp = f"{path}.partial"
+        with fs.open(tmp, "wb") as handle:
+            handle.write(buffer.getvalue())
+        fs.mv(tmp, path)  # readers never see a half-written file
+
+    def _write_predictions(self, model: str, items: Sequence[PredictionRecord]) -> int:
+        frame = predictions_frame(items)
+        self._write_parquet(frame, model, "predictions")
+        if self.profile:
+            self._guarded(lambda: self._write_profiles(model, frame))
+        return len(frame)
+
+    def _write_profiles(self, model: str, frame: pd.DataFrame) -> None:
+        from esteira.profiles import profile_frame
+
+        fs, root = _fs(self.root)
+        seconds = frame["timestamp"].astype("int64") // 10**9
+        windows = (seconds // self.profile_window_s) * self.profile_window_s
+        data_columns = [c for c in frame.columns if c not in META_COLUMNS]
+        for window, part in frame[frame["role"] == "production"].groupby(windows[frame["role"] == "production"]):
+            folder = f"{root}/{model}/profiles/{int(window)}"
+            fs.makedirs(folder, exist_ok=True)
+            with fs.open(f"{folder}/{uuid.uuid4().hex}.bin", "wb") as handle:
+                handle.write(profile_frame(part[data_columns].reset_index(drop=True)))
+
+    def _write_feedback(self, model: str, items: Sequence[FeedbackRecord]) -> None:
+        frame = pd.DataFrame({
+            "request_id": [r.request_id for r in items],
+            "row": np.asarray([r.row for r in items], dtype=np.int64),
+            "label": [r.label for r in items],
+            "feedback_timestamp": pd.to_datetime([r.timestamp for r in items], unit="s", utc=True),
+        })
+        self._write_parquet(frame, model, "feedback")
+
+
+def _column_values(arrays: list[np.ndarray]) -> np.ndarray:
+    if any(a.ndim > 1 for a in arrays):  # multi-class probabilities: one list per row
+        out = np.empty(sum(len(a) for a in arrays), dtype=object)
+        out[:] = [list(row) for a in arrays for row in a.tolist()]
+        return out
+    return np.concatenate(arrays)
+
+
+def predictions_frame(items: Sequence[PredictionRecord]) -> pd.DataFrame:
+    """Prediction records -> one row per scored row.
+
+    Built column-wise once per micro-batch; records are grouped by their column set first, because a
+    version swap inside one batch can change the features, and a frame per record would cost far more.
+    """
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[PredictionRecord]] = {}
+    for record in items:
+        groups.setdefault((tuple(record.inputs), tuple(record.outputs)), []).append(record)
+    frames = []
+    for (input_names, output_names), records in groups.items():
+        sizes = [len(next(iter(r.outputs.values()))) if r.outputs else 0 for r in records]
+        frame = pd.DataFrame({
+            "request_id": np.repeat(np.array([r.request_id for r in records], dtype=object), sizes),
+            "row": np.concatenate([np.arange(n, dtype=np.int64) for n in sizes]),
+            "timestamp": pd.to_datetime(np.repeat(np.array([r.timestamp for r in records]), sizes), unit="s",
+                                        utc=True),
+            "model": np.repeat(np.array([r.model for r in records], dtype=object), sizes),
+            "model_version": np.repeat(np.array([r.version for r in records], dtype=np.int64), sizes),
+            "role": np.repeat(np.array([r.role for r in records], dtype=object), sizes),
+        })
+        for name in input_names:
+            frame[name] = _column_values([r.inputs[name] for r in records])
+        for name in output_names:
+            frame[OUTPUT_PREFIX + name] = _column_values([r.outputs[name] for r in records])
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=list(META_COLUMNS))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+# -- reading (the monitor flow's side) -------------------------------------------------------------------------
+
+
+def _default_root() -> str:
+    from esteira.settings import get_settings
+
+    return get_settings().resolved_inference_log_uri
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _read_files(root: str, model: str, kind: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    fs, base = _fs(root)
+    folder = f"{base}/{model}/{kind}"
+    if not fs.exists(folder):
+        return pd.DataFrame()
+    frames = []
+    first_day = (start - timedelta(days=1)).date() if start else None
+    last_day = (end + timedelta(days=1)).date() if end else None
+    for day_dir in sorted(fs.ls(folder, detail=False)):
+        label = day_dir.rstrip("/").rsplit("date=", 1)[-1]
+        try:
+            day = datetime.strptime(label, "%Y-%m-%d").date()
+        except ValueError:
+            continue
+        if (first_day and day < first_day) or (last_day and day > last_day):
+            continue
+        for path in sorted(fs.ls(day_dir, detail=False)):
+            if path.endswith(".parquet"):
+                with fs.open(path, "rb") as handle:
+                    frames.append(pd.read_parquet(io.BytesIO(handle.read())))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_window(model: str, start: datetime | None = None, end: datetime | None = None, *,
+                root: str | None = None, role: str | None = "production") -> pd.DataFrame:
+    """Predictions of ``model`` with ``start <= timestamp < end``, joined with feedback.
+
+    Adds ``label`` (the latest feedback for that request id and row, NaN/None where none came) and
+    ``feedback_timestamp``. ``role=None`` includes shadow predictions too.
+    """
+    root = root or _default_root()
+    start = _as_utc(start) if start else None
+    end = _as_utc(end) if end else None
+    frame = _read_files(root, model, "predictions", start, end)
+    if frame.empty:
+        return pd.DataFrame(columns=[*META_COLUMNS, "label", "feedback_timestamp"])
+    if start is not None:
+        frame = frame[frame["timestamp"] >= pd.Timestamp(start)]
+    if end is not None:
+        frame = frame[frame["timestamp"] < pd.Timestamp(end)]
+    if role is not None:
+        frame = frame[frame["role"] == role]
+    feedback = _read_files(root, model, "feedback", None, None)
+    if feedback.empty:
+        frame = frame.assign(label=None, feedback_timestamp=pd.NaT)
+    else:
+        latest = (feedback.sort_values("feedback_timestamp")
+                  .drop_duplicates(["request_id", "row"], keep="last"))
+        frame = frame.merge(latest, on=["request_id", "row"], how="left")
+    return frame.sort_values(["timestamp", "request_id", "row"]).reset_index(drop=True)
+
+
+def read_profile(model: str, start: datetime | None = None, end: datetime | None = None, *,
+                 root: str | None = None) -> bytes | None:
+    """One whylogs profile merging every window that starts in ``[start, end)``; None if there is none."""
+    from esteira.profiles import merge_profiles
+
+    fs, base = _fs(root or _default_root())
+    folder = f"{base}/{model}/profiles"
+    if not fs.exists(folder):
+        return None
+    lo = _as_utc(start).timestamp() if start else float("-inf")
+    hi = _as_utc(end).timestamp() if end else float("inf")
+    blobs = []
+    for window_dir in fs.ls(folder, detail=False):
+        try:
+            window = int(window_dir.rstrip("/").rsplit("/", 1)[-1])
+        except ValueError:
+            continue
+        if lo <= window < hi:
+            for path in fs.ls(window_dir, detail=False):
+                if path.endswith(".bin"):
+                    with fs.open(path, "rb") as handle:
+                        blobs.append(handle.read())
+    return merge_profiles(blobs)

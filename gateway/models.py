@@ -1,0 +1,340 @@
+"""Which model version answers: loading, hot-swapping and refusing versions, and registry health.
+
+Why this shape (see FIELD-NOTES, Ray Serve): redeploying or ``reconfigure`` stalls a replica while the
+new model loads; a background loop that loads the new version beside the old one *off the event loop*
+and then swaps one reference does not. So the registry is polled (one indexed query per model and
+alias), a moved alias is loaded in a worker thread, and only when the new predictor is fully built is
+the ``(model, alias) -> LoadedModel`` entry replaced. A request picks its ``LoadedModel`` once at the
+start, so requests in flight finish on the version they started with.
+
+A version that cannot be loaded (hash mismatch, types outside the allow-list, a broken file, a missing
+flavor plugin) is refused: the old version keeps serving, the refusal goes to the registry's audit log
+once, and the version is retried only after ``refused_retry_s``. When the registry cannot be reached
+the gateway keeps serving what it holds and reports itself degraded until a poll succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gateway.config import GatewayConfig
+from gateway.errors import ModelNotFound, Unavailable, VersionRefused
+from gateway.signature import FLOAT_KINDS, INT_KINDS, InputSpec, input_specs
+from registry import NotFound, RegistryUnavailable
+from registry.flavors.base import Predictor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded version: everything a request needs, immutable so it can be swapped as one reference."""
+
+    name: str
+    version: int
+    flavor: str
+    predictor: Predictor
+    specs: tuple[InputSpec, ...]
+    signature: Mapping[str, Any]
+    feature_service: str | None = None
+    sha256: str = ""
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [str(item["name"]) for item in self.signature.get("outputs", []) or [] if "name" in item]
+
+    @classmethod
+    def from_version(cls, mv: Any, predictor: Predictor) -> LoadedModel:
+        return cls(name=mv.model_name, version=mv.version, flavor=mv.flavor, predictor=predictor,
+                   specs=input_specs(mv.signature or {}), signature=mv.signature or {},
+                   feature_service=mv.feature_service, sha256=mv.artifact_sha256)
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """Score one dummy row so the first real request does not pay for lazy initialisation."""
+    if not model.specs:
+        return
+    row: dict[str, np.ndarray] = {}
+    for spec in model.specs:
+        if spec.dtype in FLOAT_KINDS:
+            row[spec.name] = np.zeros(1, dtype=np.float64)
+        elif spec.dtype in INT_KINDS:
+            row[spec.name] = np.zeros(1, dtype=np.int64)
+        elif spec.dtype == "bool":
+            row[spec.name] = np.zeros(1, dtype=np.bool_)
+        else:
+            row[spec.name] = np.array([""], dtype=object)
+    try:
+        model.predictor.predict(row)
+    except Exception:  # noqa: BLE001 - a model may reject zeros; warm-up is best effort
+        pass
+
+
+@dataclass
+class RegistryHealth:
+    ok: bool = False
+    error: str | None = None
+    last_ok_at: float | None = None
+    degraded_since: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "error": self.error, "last_ok_at": self.last_ok_at,
+                "degraded_since": self.degraded_since}
+
+
+SwapListener = Callable[[str, str, "LoadedModel | None"], None]
+
+
+class ModelManager:
+    """Holds the loaded versions and keeps them in step with the registry's aliases."""
+
+    def __init__(self, config: GatewayConfig, registry_factory: Callable[[], Any], *,
+                 on_swap: SwapListener | None = None, on_refused: Callable[[str, int], None] | None = None) -> None:
+        self.config = config
+        self._registry_factory = registry_factory
+        self._registry: Any | None = None
+        self._serving: dict[tuple[str, str], LoadedModel] = {}
+        self._cache: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._refused: dict[tuple[str, int], tuple[float, str]] = {}
+        self._lock = threading.Lock()  # guards _cache and _refused across the poll and pinned-load threads
+        self._poll_lock = threading.Lock()  # one poll at a time (the loop and an admin reload may race)
+        self._pinned_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._on_swap = on_swap
+        self._on_refused = on_refused
+        self.health = RegistryHealth()
+        self.actor = f"gateway@{socket.gethostname()}:{os.getpid()}"
+
+    # -- what requests see ----------------------------------------------------------------------------------
+
+    def current(self, name: str, alias: str | None = None) -> LoadedModel | None:
+        """The version serving ``alias`` (default: the serving alias) of ``name``, or None."""
+        return self._serving.get((name, alias or self.config.serving_alias))
+
+    def served(self) -> dict[str, LoadedModel]:
+        """Model name -> the version answering for the serving alias."""
+        alias = self.config.serving_alias
+        return {name: model for (name, a), model in list(self._serving.items()) if a == alias}
+
+    def require(self, name: str) -> LoadedModel:
+        model = self.current(name)
+        if model is None:
+            known = sorted(self.served())
+            raise ModelNotFound(f"model {name!r} is not served (serving: {known or 'none'})", field="name")
+        return model
+
+    async def pinned(self, name: str, version: int) -> LoadedModel:
+        """A specific version, loaded on first use (off the event loop) and kept in a small LRU."""
+        key = (name, version)
+        with self._lock:
+            model = self._cache.get(key)
+            if model is not None:
+                self._cache.move_to_end(key)
+                return model
+        lock = self._pinned_locks.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent requests for the same cold version share one load
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            return await asyncio.to_thread(self._load_pinned, name, version)
+
+    def _load_pinned(self, name: str, version: int) -> LoadedModel:
+        refused = self._refused_reason(name, version)
+        if refused:
+            raise VersionRefused(f"version {version} of model {name!r} was refused: {refused}", field="version")
+        try:
+            registry = self._get_registry()
+            mv = registry.get_version(name, version)
+        except NotFound as exc:
+            raise ModelNotFound(str(exc), field="version") from None
+        except RegistryUnavailable as exc:
+            self._mark_degraded(exc)
+            raise Unavailable(f"version {version} of model {name!r} is not loaded and the registry is "
+                              "unreachable") from None
+        model = self._load(registry, mv, reason_alias=None)
+        if model is None:
+            raise VersionRefused(f"version {version} of model {name!r} was refused: "
+                                 f"{self._refused_reason(name, version)}", field="version")
+        return model
+
+    # -- polling --------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """First sync (awaited, so a replica has its models before it takes traffic), then the poll loop."""
+        self._stop.clear()
+        await asyncio.to_thread(self.poll_once)
+        self._task = asyncio.create_task(self._run(), name="esteira-registry-poll")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+            self._task = None
+        registry, self._registry = self._registry, None
+        if registry is not None:
+            await asyncio.to_thread(registry.close)
+
+    async def poll_now(self) -> None:
+        await asyncio.to_thread(self.poll_once)
+
+    async def _run(self) -> None:
+        interval = float(self.config.poll_interval_s or 0.5)
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await asyncio.to_thread(self.poll_once)
+            except Exception:  # noqa: BLE001 - the loop must outlive any single failure
+                log.exception("registry poll failed")
+
+    def poll_once(self) -> None:
+        """Bring every served alias in step with the registry. Blocking: call it in a thread."""
+        with self._poll_lock:
+            try:
+                registry = self._get_registry()
+                names = self.config.models if self.config.models is not None else [
+                    m.name for m in registry.list_models()]
+                aliases = [self.config.serving_alias] + ([self.config.shadow_alias] if self.config.shadow_alias
+                                                         else [])
+                for name in names:
+                    held = registry.aliases(name)
+                    for alias in aliases:
+                        self._sync(registry, name, alias, held.get(alias))
+            except Exception as exc:  # noqa: BLE001 - any registry failure degrades, never crashes serving
+                self._mark_degraded(exc)
+                return
+            self._mark_ok()
+
+    def _sync(self, registry: Any, name: str, alias: str, version: int | None) -> None:
+        key = (name, alias)
+        current = self._serving.get(key)
+        if version is None:
+            if current is not None and alias != self.config.serving_alias:
+                del self._serving[key]  # a removed challenger stops shadowing
+                self._notify(name, alias, None)
+            # a removed serving alias keeps the last version answering: losing traffic is worse
+            return
+        if current is not None and current.version == version:
+            return
+        if self._refused_reason(name, version):
+            return
+        with self._lock:
+            model = self._cache.get((name, version))
+        if model is None:
+            mv = registry.get_version(name, version)
+            model = self._load(registry, mv, reason_alias=alias)
+            if model is None:
+                return
+        self._serving[key] = model  # the swap: one reference, atomic for readers
+        log.info("serving %s@%s = version %s (was %s)", name, alias, version, current and current.version)
+        self._notify(name, alias, model)
+        self._trim_cache()
+
+    def _load(self, registry: Any, mv: Any, *, reason_alias: str | None) -> LoadedModel | None:
+        """Load and verify one version; on any failure other than the registry being down, refuse it."""
+        try:
+            predictor = registry.load_predictor(mv)
+            model = LoadedModel.from_version(mv, predictor)
+            _warm_up(model)
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - hash mismatch, untrusted types, broken file, missing plugin
+            self._refuse(registry, mv, exc, reason_alias)
+            return None
+        with self._lock:
+            self._cache[(mv.model_name, mv.version)] = model
+            self._cache.move_to_end((mv.model_name, mv.version))
+        return model
+
+    def _refuse(self, registry: Any, mv: Any, exc: Exception, alias: str | None) -> None:
+        key = (mv.model_name, mv.version)
+        reason = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            first = key not in self._refused
+            self._refused[key] = (time.monotonic(), reason)
+        log.error("refusing %s version %s: %s", mv.model_name, mv.version, reason)
+        if self._on_refused is not None:
+            self._on_refused(mv.model_name, mv.version)
+        if not first:
+            return
+        try:
+            registry.record_event(mv.model_name, "load_refused", version=mv.version, reason=reason[:3900],
+                                  actor=self.actor, details={"alias": alias, "error": type(exc).__name__,
+                                                             "artifact_sha256": mv.artifact_sha256})
+        except Exception:  # noqa: BLE001 - the refusal stands even if the audit write fails
+            log.exception("could not record load_refused for %s:%s", *key)
+
+    def _refused_reason(self, name: str, version: int) -> str | None:
+        with self._lock:
+            entry = self._refused.get((name, version))
+            if entry is None:
+                return None
+            if time.monotonic() - entry[0] > self.config.refused_retry_s:
+                del self._refused[(name, version)]
+                return None
+            return entry[1]
+
+    def _trim_cache(self) -> None:
+        """Keep the serving versions plus the most recent others (an instant rollback target, pins)."""
+        serving = {(m.name, m.version) for m in self._serving.values()}
+        with self._lock:
+            spare = [key for key in self._cache if key not in serving]
+            for key in spare[: max(0, len(spare) - self.config.pinned_cache_size)]:
+                del self._cache[key]
+
+    def _notify(self, name: str, alias: str, model: LoadedModel | None) -> None:
+        if self._on_swap is not None:
+            try:
+                self._on_swap(name, alias, model)
+            except Exception:  # noqa: BLE001 - metrics must not break a swap
+                log.exception("swap listener failed")
+
+    # -- registry health ------------------------------------------------------------------------------------
+
+    def _get_registry(self) -> Any:
+        if self._registry is None:
+            self._registry = self._registry_factory()
+        return self._registry
+
+    def _mark_ok(self) -> None:
+        if not self.health.ok and self.health.degraded_since is not None:
+            log.warning("registry reachable again")
+        self.health = RegistryHealth(ok=True, last_ok_at=time.time())
+
+    def _mark_degraded(self, exc: BaseException) -> None:
+        if self.health.ok or self.health.degraded_since is None:
+            log.warning("registry unreachable, serving what is loaded: %s", exc)
+        self.health = RegistryHealth(ok=False, error=f"{type(exc).__name__}: {str(exc)[:500]}",
+                                     last_ok_at=self.health.last_ok_at,
+                                     degraded_since=self.health.degraded_since or time.time())
+
+    def status(self) -> dict[str, Any]:
+        """Readiness detail: the registry's health and what is served, for humans and probes."""
+        with self._lock:
+            refused = {f"{name}:{version}": reason for (name, version), (_, reason) in self._refused.items()}
+        return {
+            "registry": self.health.as_dict(),
+            "models": {f"{name}@{alias}": {"version": m.version, "flavor": m.flavor, "loaded_at": m.loaded_at}
+                       for (name, alias), m in sorted(self._serving.items())},
+            "refused": refused,
+        }

@@ -1,0 +1,340 @@
+"""Request handling without Ray: resolve the version, build its inputs, score, log, shadow, answer.
+
+``ModelService`` is what every route calls. It takes its collaborators (model manager, feature lookup,
+inference logger, metrics) as arguments, so tests drive it directly with tiny predictors and no HTTP,
+and the Ray Serve deployment is only a thin shell around it.
+
+The hot path for one row: one dict lookup for the loaded version, a per-column type check into numpy
+arrays, the predictor call on the event loop (small requests; large ones go to a thread), a deque
+append for the log. Shadow scoring runs in a worker thread after the answer is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError, InvalidInput, ModelNotFound
+from gateway.features import FeatureLookup, features_for
+from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord
+from gateway.metrics import GatewayMetrics
+from gateway.models import LoadedModel, ModelManager
+from gateway.schemas import FeedbackRequest, InferRequest, PredictRequest
+from gateway.signature import output_rows, rows_to_columns, tensors_to_columns, v2_datatype_for, v2_output_tensor
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 10_000
+
+
+def _label_key(label: Any) -> str:
+    """Labels compare by value across JSON types: 1, 1.0 and true are the same class."""
+    if isinstance(label, (bool, np.bool_)):
+        label = int(label)
+    if isinstance(label, (float, np.floating)) and float(label).is_integer():
+        label = int(label)
+    return str(label)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ModelService:
+    """The gateway's request handling, independent of HTTP framework and of Ray."""
+
+    def __init__(self, config: GatewayConfig, manager: ModelManager, *, metrics: GatewayMetrics | None = None,
+                 inference_log: InferenceLogger | None = None, features: FeatureLookup | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.manager = manager
+        self.metrics = metrics or GatewayMetrics()
+        self.inference_log = inference_log
+        self.features = features
+        self.clock = clock
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> ModelService:
+        """The real thing: registry from the config's URL, Feast lookup, inference log under the log root."""
+        from registry import Registry
+
+        config = config.resolved()
+        metrics = GatewayMetrics()
+
+        def open_registry() -> Registry:
+            return Registry.from_url(config.database_url, config.artifact_root, migrate=False)
+
+        def on_swap(name: str, alias: str, model: LoadedModel | None) -> None:
+            if model is None:
+                metrics.loaded_version.remove(name, alias)
+            else:
+                metrics.loaded_version.labels(name, alias).set(model.version)
+
+        manager = ModelManager(config, open_registry, on_swap=on_swap,
+                               on_refused=lambda name, _v: metrics.load_refused.labels(name).inc())
+        inference_log = None
+        if config.log_inference:
+            inference_log = InferenceLogger(
+                config.inference_log_uri or "", buffer_size=config.log_buffer_size,
+                flush_interval_s=config.log_flush_interval_s, profile_window_s=config.profile_window_s,
+                on_drop=lambda n: metrics.log_dropped.inc(n), on_error=metrics.log_errors.inc)
+        features = None
+        if config.feast_lookup:
+            from gateway.features import FeastLookup
+
+            features = FeastLookup()
+        return cls(config, manager, metrics=metrics, inference_log=inference_log, features=features)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.inference_log is not None:
+            self.inference_log.start()
+        await self.manager.start()
+        self.metrics.registry_up.set(1 if self.manager.health.ok else 0)
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+        if self._shadow_tasks:
+            await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
+        if self.inference_log is not None:
+            await asyncio.to_thread(self.inference_log.stop)
+
+    # -- health ---------------------------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when every model it should serve has a loaded version. A registry outage does not make a
+        replica unready (it still answers with what it holds): it shows as ``status: degraded``."""
+        status = self.manager.status()
+        served = self.manager.served()
+        self.metrics.registry_up.set(1 if status["registry"]["ok"] else 0)
+        expected = self.config.models or []
+        missing = [name for name in expected if name not in served]
+        ever_reached = status["registry"]["last_ok_at"] is not None
+        ready = bool(served) and not missing if expected else (bool(served) or ever_reached)
+        status["ready"] = ready
+        status["status"] = "ok" if ready and status["registry"]["ok"] else ("degraded" if ready else "not_ready")
+        if missing:
+            status["missing"] = missing
+        return ready, status
+
+    def model_ready(self, name: str, version: int | None = None) -> bool:
+        model = self.manager.current(name)
+        if model is None:
+            return False
+        return version is None or model.version == version or any(
+            m.version == version for m in self.manager.served().values() if m.name == name)
+
+    # -- resolving ------------------------------------------------------------------------------------------
+
+    async def resolve(self, name: str, version: int | None) -> LoadedModel:
+        if version is None:
+            return self.manager.require(name)
+        current = self.manager.current(name)
+        if current is not None and current.version == version:
+            return current
+        return await self.manager.pinned(name, version)
+
+    # -- predict --------------------------------------------------------------------------------------------
+
+    async def predict(self, name: str, body: PredictRequest, *, version: int | None = None,
+                      request_id: str | None = None, route: str = "v1") -> dict[str, Any]:
+        """Score a plain JSON request; the answer names the model and version that produced it."""
+        started = time.perf_counter()
+        try:
+            model = await self.resolve(name, version)
+            rid = request_id or body.request_id or new_request_id()
+            columns = await self._columns_v1(model, body)
+            outputs = await self._score(model, columns)
+            self._after(model, rid, columns, outputs, shadow=version is None)
+            rows = output_rows(outputs)
+            result = {"model": model.name, "version": model.version, "request_id": rid, "predictions": rows}
+        except GatewayError as exc:
+            self._count_error(name, route, exc)
+            raise
+        self._count(model, route, started, len(rows))
+        return result
+
+    async def infer(self, name: str, body: InferRequest, *, version: int | None = None,
+                    request_id: str | None = None) -> dict[str, Any]:
+        """Score an Open Inference Protocol v2 request."""
+        started = time.perf_counter()
+        route = "v2"
+        try:
+            model = await self.resolve(name, version)
+            rid = body.id or request_id or new_request_id()
+            columns = tensors_to_columns(body.inputs, model.specs)
+            self._check_rows(columns)
+            outputs = await self._score(model, columns)
+            wanted = [o.name for o in body.outputs] if body.outputs else list(outputs)
+            for index, out_name in enumerate(wanted):
+                if out_name not in outputs:
+                    raise InvalidInput(f"unknown output {out_name!r} (the model gives {sorted(outputs)})",
+                                       field=f"outputs[{index}].name")
+            self._after(model, rid, columns, outputs, shadow=version is None)
+            result = {"model_name": model.name, "model_version": str(model.version), "id": rid,
+                      "outputs": [v2_output_tensor(out_name, outputs[out_name]) for out_name in wanted]}
+        except GatewayError as exc:
+            self._count_error(name, route, exc)
+            raise
+        self._count(model, route, started, len(next(iter(columns.values()))))
+        return result
+
+    async def _columns_v1(self, model: LoadedModel, body: PredictRequest) -> dict[str, np.ndarray]:
+        if body.inputs is not None and body.entities is not None:
+            raise InvalidInput("give either 'inputs' (features) or 'entities' (keys to look up), not both",
+                               field="entities")
+        if body.inputs is not None:
+            if body.request_data is not None:
+                raise InvalidInput("'request_data' goes with 'entities', not with inline 'inputs'",
+                                   field="request_data")
+            rows = [body.inputs] if isinstance(body.inputs, dict) else body.inputs
+            if len(rows) > MAX_ROWS:
+                raise InvalidInput(f"at most {MAX_ROWS} rows per request", field="inputs")
+            return rows_to_columns(rows, model.specs)
+        if body.entities is not None:
+            return await self._lookup(model, body)
+        raise InvalidInput("give 'inputs' (features) or 'entities' (keys for an online feature lookup)",
+                           field="inputs")
+
+    async def _lookup(self, model: LoadedModel, body: PredictRequest) -> dict[str, np.ndarray]:
+        if self.features is None:
+            raise InvalidInput("entity lookups are turned off on this gateway: send 'inputs'", field="entities")
+        if not model.feature_service:
+            raise InvalidInput(f"model {model.name!r} version {model.version} has no feature service: send "
+                               "'inputs'", field="entities")
+        entities = [body.entities] if isinstance(body.entities, dict) else list(body.entities or [])
+        if not entities:
+            raise InvalidInput("no entities to look up", field="entities")
+        if len(entities) > MAX_ROWS:
+            raise InvalidInput(f"at most {MAX_ROWS} entities per request", field="entities")
+        request_data = body.request_data
+        if isinstance(request_data, list) and len(request_data) != len(entities):
+            raise InvalidInput("request_data must be one object, or one per entity", field="request_data")
+        rows = await self.features.lookup(model.feature_service, entities, request_data)
+        selected = features_for(rows, [spec.name for spec in model.specs], entities)
+        return rows_to_columns(selected, model.specs, field_prefix="features")
+
+    @staticmethod
+    def _check_rows(columns: Mapping[str, np.ndarray]) -> None:
+        if columns and len(next(iter(columns.values()))) > MAX_ROWS:
+            raise InvalidInput(f"at most {MAX_ROWS} rows per request", field="inputs")
+
+    async def _score(self, model: LoadedModel, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the predictor: on the loop for small requests (a thread hop costs more than the model),
+        in a worker thread for large ones so one big batch cannot stall every other request."""
+        rows = len(next(iter(columns.values()))) if columns else 0
+        try:
+            if rows <= self.config.inline_predict_max_rows:
+                outputs = model.predictor.predict(columns)
+            else:
+                outputs = await asyncio.to_thread(model.predictor.predict, columns)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidInput(f"model {model.name}:{model.version} cannot score this input: {exc}",
+                               field="inputs") from None
+        return {key: np.asarray(value) for key, value in outputs.items()}
+
+    # -- after the answer: log and shadow -------------------------------------------------------------------
+
+    def _after(self, model: LoadedModel, rid: str, columns: dict[str, np.ndarray],
+               outputs: dict[str, np.ndarray], *, shadow: bool) -> None:
+        now = self.clock()
+        if self.inference_log is not None:
+            try:
+                self.inference_log.log_prediction(PredictionRecord(rid, now, model.name, model.version,
+                                                                   "production", columns, outputs))
+            except Exception:  # noqa: BLE001 - logging never fails a prediction
+                log.exception("inference log append failed")
+        if shadow and self.config.shadow_alias:
+            challenger = self.manager.current(model.name, self.config.shadow_alias)
+            if challenger is not None and challenger.version != model.version:
+                task = asyncio.get_running_loop().create_task(self._shadow(challenger, rid, now, columns))
+                self._shadow_tasks.add(task)
+                task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, challenger: LoadedModel, rid: str, now: float, columns: dict[str, np.ndarray]) -> None:
+        """Score the same rows with the challenger; its outputs are logged, never returned."""
+        try:
+            names = [spec.name for spec in challenger.specs]
+            if any(name not in columns for name in names):
+                raise InvalidInput(f"challenger {challenger.name}:{challenger.version} needs other features")
+            inputs = {name: columns[name] for name in names}
+            outputs = await asyncio.to_thread(challenger.predictor.predict, inputs)
+            outputs = {key: np.asarray(value) for key, value in outputs.items()}
+            self.metrics.rows.labels(challenger.name, str(challenger.version), "shadow").inc(
+                len(next(iter(inputs.values()))))
+            if self.inference_log is not None:
+                self.inference_log.log_prediction(PredictionRecord(rid, now, challenger.name, challenger.version,
+                                                                   "shadow", inputs, outputs))
+        except Exception:  # noqa: BLE001 - a failing challenger must never touch production
+            self.metrics.shadow_errors.labels(challenger.name).inc()
+            log.debug("shadow prediction failed", exc_info=True)
+
+    # -- metadata -------------------------------------------------------------------------------------------
+
+    async def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Open Inference Protocol v2 model metadata."""
+        model = await self.resolve(name, version)
+        versions = sorted({str(m.version) for m in [model, self.manager.current(name)] if m is not None})
+        outputs = []
+        for item in model.signature.get("outputs", []) or []:
+            if "name" in item:
+                outputs.append({"name": str(item["name"]), "datatype": v2_datatype_for(str(item.get("dtype", ""))),
+                                "shape": [-1]})
+        return {"name": model.name, "versions": versions, "platform": f"esteira-{model.flavor}",
+                "inputs": [{"name": s.name, "datatype": s.v2_datatype, "shape": [-1]} for s in model.specs],
+                "outputs": outputs}
+
+    def models(self) -> dict[str, Any]:
+        out = {}
+        for name, model in sorted(self.manager.served().items()):
+            shadow = self.manager.current(name, self.config.shadow_alias) if self.config.shadow_alias else None
+            out[name] = {"version": model.version, "flavor": model.flavor, "feature_service": model.feature_service,
+                         "inputs": [{"name": s.name, "dtype": s.dtype} for s in model.specs],
+                         "shadow_version": shadow.version if shadow else None}
+        return {"models": out}
+
+    # -- feedback -------------------------------------------------------------------------------------------
+
+    async def feedback(self, name: str, body: FeedbackRequest) -> dict[str, Any]:
+        """Queue ground-truth labels for earlier predictions (joined by request id in the inference log)."""
+        model = self.manager.current(name)
+        if model is None:
+            raise ModelNotFound(f"model {name!r} is not served", field="name")
+        classes = model.signature.get("classes")
+        items = body.all_items()
+        if classes:
+            allowed = {_label_key(c) for c in classes}
+            for index, item in enumerate(items):
+                if _label_key(item.label) not in allowed:
+                    where = "label" if body.items is None else f"items[{index}].label"
+                    raise InvalidInput(f"label {item.label!r} is not a class of {name!r} ({sorted(allowed)})",
+                                       field=where)
+        accepted = dropped = 0
+        now = self.clock()
+        for item in items:
+            ok = self.inference_log is not None and self.inference_log.log_feedback(
+                FeedbackRecord(item.request_id, item.row, item.label, now, name))
+            accepted += int(bool(ok))
+            dropped += int(not ok)
+        return {"model": name, "accepted": accepted, "dropped": dropped}
+
+    # -- metrics --------------------------------------------------------------------------------------------
+
+    def _count(self, model: LoadedModel, route: str, started: float, rows: int) -> None:
+        m = self.metrics
+        m.latency.labels(model.name, route).observe(time.perf_counter() - started)
+        m.requests.labels(model.name, str(model.version), route, "200").inc()
+        m.rows.labels(model.name, str(model.version), "production").inc(rows)
+
+    def _count_error(self, name: str, route: str, exc: GatewayError) -> None:
+        model = name if self.manager.current(name) is not None else "_unknown"  # bound label cardinality
+        self.metrics.errors.labels(model, route, str(exc.status_code), type(exc).__name__).inc()

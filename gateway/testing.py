@@ -1,0 +1,87 @@
+"""Small helpers for tests and benchmarks of the gateway: tiny models and a free loopback port.
+
+Kept in the package (like ``prefect.testing``) so the test suite and ``bench/`` share them. Nothing here
+runs at import.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import numpy as np
+
+NUMERIC_FEATURES = ("tenure_months", "monthly_charges", "support_calls")
+SIGNATURE_NUMERIC: dict[str, Any] = {
+    "inputs": [{"name": "tenure_months", "dtype": "int64"}, {"name": "monthly_charges", "dtype": "float64"},
+               {"name": "support_calls", "dtype": "int64"}],
+    "outputs": [{"name": "label", "dtype": "int64"}, {"name": "probability", "dtype": "float64"}],
+    "task": "binary_classification",
+    "classes": [0, 1],
+}
+SIGNATURE_MIXED: dict[str, Any] = {
+    "inputs": [*SIGNATURE_NUMERIC["inputs"], {"name": "plan", "dtype": "string"}],
+    "outputs": SIGNATURE_NUMERIC["outputs"],
+    "task": "binary_classification",
+    "classes": [0, 1],
+}
+PLANS = ("basic", "standard", "premium")
+
+
+def training_frame(n: int = 300, seed: int = 0) -> tuple[Any, np.ndarray]:
+    """A few hundred rows of a churn-like problem (DataFrame, labels)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "tenure_months": rng.integers(0, 72, n),
+        "monthly_charges": rng.normal(60, 20, n).round(2),
+        "support_calls": rng.poisson(1.5, n),
+        "plan": rng.choice(PLANS, n),
+    })
+    logit = -0.04 * frame["tenure_months"] + 0.03 * (frame["monthly_charges"] - 60) + 0.5 * frame["support_calls"]
+    labels = (logit + rng.normal(0, 0.5, n) > 0).astype(int).to_numpy()
+    return frame, labels
+
+
+def numeric_classifier(kind: str = "logistic", seed: int = 0) -> Any:
+    """A fitted all-numeric pipeline (fitted on a DataFrame, as training flows do)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    frame, labels = training_frame(seed=seed)
+    estimators = {
+        "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0 + seed)),
+        "forest": lambda: RandomForestClassifier(n_estimators=20, max_depth=4, random_state=seed),
+        "hgb": lambda: HistGradientBoostingClassifier(max_iter=30, random_state=seed),
+    }
+    return estimators[kind]().fit(frame[list(NUMERIC_FEATURES)], labels)
+
+
+def mixed_classifier(seed: int = 0) -> Any:
+    """A fitted pipeline with a string column (ColumnTransformer by name: the DataFrame path)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame, labels = training_frame(seed=seed)
+    pre = ColumnTransformer([("num", StandardScaler(), list(NUMERIC_FEATURES)),
+                             ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"])])
+    return Pipeline([("pre", pre), ("model", LogisticRegression())]).fit(frame, labels)
+
+
+def example_row(mixed: bool = False) -> dict[str, Any]:
+    row: dict[str, Any] = {"tenure_months": 12, "monthly_charges": 70.5, "support_calls": 2}
+    if mixed:
+        row["plan"] = "basic"
+    return row
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

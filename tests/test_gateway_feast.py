@@ -1,0 +1,100 @@
+"""Entity-key requests: the gateway reads the model's feature service from the real Feast online store.
+
+A model is trained on ``feature_repo.store.training_frame`` for feature service ``churn_v1`` (what the
+training flow does), registered with that feature service, and served; a request that carries only the
+customer id and the request-time field must score exactly the online features ``online_features``
+returns, on-demand features included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import build_app
+from gateway.config import GatewayConfig
+from gateway.service import ModelService
+
+pytestmark = pytest.mark.slow
+
+FEAST_DTYPES = {"Int64": "int64", "Int32": "int64", "Float64": "float64", "Float32": "float64", "String": "string",
+                "Bool": "bool"}
+
+
+@pytest.fixture
+def feast_model(registry: Any, esteira_home: Path) -> dict[str, Any]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from esteira.settings import get_settings
+    from feature_repo import store as st
+    from feature_repo.definitions import ENTITY_KEY, FEATURE_SERVICE, LABEL
+    from feature_repo.generator import generate_batch, load_labels
+
+    settings = get_settings()
+    st.clear_store_cache()
+    generate_batch(st.data_dir(settings), n_customers=150, seed=5)
+    store = st.open_store(settings)
+    st.materialize(store)
+    labels = load_labels(st.data_dir(settings))
+    frame = st.training_frame(store, FEATURE_SERVICE, labels)
+    schema = st.feature_schema(store, FEATURE_SERVICE)
+    names = [s.name for s in schema]
+    categorical = [s.name for s in schema if s.kind == "categorical"]
+    numeric = [n for n in names if n not in categorical]
+    model = make_pipeline(
+        ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+                           ("cat", OneHotEncoder(handle_unknown="ignore"), categorical)]),
+        LogisticRegression(max_iter=500),
+    ).fit(frame[names], frame[LABEL])
+    signature = {"inputs": [{"name": s.name, "dtype": FEAST_DTYPES.get(s.dtype, "string")} for s in schema],
+                 "outputs": [{"name": "label"}, {"name": "probability"}], "classes": [0, 1]}
+    mv = registry.register_version("churn", model, signature=signature, feature_service=FEATURE_SERVICE)
+    registry.promote("churn", mv.version)
+    return {"model": model, "names": names, "store": store, "customer": int(labels[ENTITY_KEY].iloc[0]),
+            "feature_service": FEATURE_SERVICE}
+
+
+def test_entity_keys_are_scored_with_online_features(registry: Any, esteira_home: Path,
+                                                     feast_model: dict[str, Any]) -> None:
+    from feature_repo import store as st
+
+    service = ModelService.from_config(GatewayConfig(
+        database_url=registry.url, artifact_root=registry.artifacts.root, feast_lookup=True,
+        inference_log_uri=str(esteira_home / "inference")))
+    customer = feast_model["customer"]
+    with TestClient(build_app(service)) as client:
+        response = client.post("/v1/models/churn/predict", json={
+            "entities": {"customer_id": customer}, "request_data": {"days_until_renewal": 5}})
+        assert response.status_code == 200, response.text
+        got = response.json()["predictions"][0]["probability"]
+
+        online = st.online_features(feast_model["store"], feast_model["feature_service"],
+                                    [{"customer_id": customer}], {"days_until_renewal": 5})
+        frame = pd.DataFrame(online)[feast_model["names"]].astype(
+            {n: float for n in feast_model["names"] if isinstance(online[0][n], (int, float))})
+        expected = feast_model["model"].predict_proba(frame)[0, 1]
+        assert got == pytest.approx(expected, abs=1e-9)
+
+        many = client.post("/v1/models/churn/predict", json={
+            "entities": [{"customer_id": customer}, {"customer_id": customer}],
+            "request_data": [{"days_until_renewal": 1}, {"days_until_renewal": 40}]})
+        assert many.status_code == 200 and len(many.json()["predictions"]) == 2
+        probabilities = [p["probability"] for p in many.json()["predictions"]]
+        assert not np.isclose(*probabilities)  # the on-demand feature moved with the request field
+
+        missing = client.post("/v1/models/churn/predict", json={"entities": {"customer_id": customer}})
+        assert missing.status_code == 422 and missing.json()["field"] == "entities"
+        assert "days_until_renewal" in missing.json()["error"]
+        unknown = client.post("/v1/models/churn/predict", json={
+            "entities": {"customer_id": 10**9}, "request_data": {"days_until_renewal": 5}})
+        assert unknown.status_code in (404, 422), unknown.text
+        assert unknown.status_code < 500
