@@ -214,15 +214,23 @@ def monitor_command(
 def demo_command(
     customers: Annotated[int, typer.Option(help="Customers in the generated example data.")] = 3_000,
     keep_up: Annotated[bool, typer.Option("--keep-up/--down", help="Leave the stack running afterwards.")] = False,
+    summary_json: Annotated[str | None, typer.Option(help="Also write the summary to this JSON file.")] = None,
 ) -> None:
     """The whole loop end to end: data, training on Ray, gateway, traffic, drift, event-triggered retraining."""
-    from esteira.demo import DemoFailed, run_demo
+    import json
+    from pathlib import Path
 
+    from esteira.demo import DemoFailed, Demo
+
+    demo = Demo(customers=customers, keep_up=keep_up, console=console)
     try:
-        summary = run_demo(customers=customers, keep_up=keep_up, console=console)
+        summary = demo.run()
     except DemoFailed as exc:
         err_console.print(f"[bold red]demo failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        if summary_json and demo.last_summary is not None:
+            Path(summary_json).write_text(json.dumps(demo.last_summary.to_dict(), default=str, indent=2))
     if not summary.ok:
         raise typer.Exit(1)
 

@@ -95,6 +95,7 @@ class Demo:
         self.urls: dict[str, str] = {}
         self.reports: list[dict[str, Any]] = []
         self.swap: dict[str, Any] = {}
+        self.last_summary: DemoSummary | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -155,11 +156,11 @@ class Demo:
 
     def wait_served(self, version: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        body = {"entities": {"customer_id": 1}, "request_data": {"days_until_renewal": 10}}
         while time.monotonic() < deadline:
             try:
-                response = httpx.post(f"{self.gateway}/v1/models/{MODEL}/predict", json=body, timeout=5)
-                if response.status_code == 200 and response.json().get("version") == version:
+                response = httpx.get(f"{self.gateway}/v1/models", timeout=5)
+                served = response.json().get("models", {}).get(MODEL, {}) if response.status_code == 200 else {}
+                if served.get("version") == version:
                     return
             except httpx.HTTPError:
                 pass
@@ -172,6 +173,9 @@ class Demo:
         from feature_repo.store import feature_names, open_store, training_frame
 
         labels = load_labels(batch="recent")
+        # Each customer's latest label: the online store holds the latest features, so these are the
+        # requests whose served features match the moment the label describes.
+        labels = labels.sort_values("event_timestamp").groupby("customer_id", as_index=False).tail(1)
         sample = labels.sample(n=min(self.requests_per_phase, len(labels)), random_state=self.rng.randint(0, 9999))
         store = open_store()
         frame = training_frame(store, "churn_v1", sample.reset_index(drop=True))
@@ -380,6 +384,7 @@ class Demo:
             versions.append({"error": str(exc)})
         summary = DemoSummary(ok=ok, stages=self.stages, versions=versions, reports=self.reports, swap=self.swap,
                               urls=self.urls)
+        self.last_summary = summary
         self.print_summary(summary)
         return summary
 

@@ -252,6 +252,27 @@ def pid_running(pid: int | None, mark: str = "") -> bool:
     return mark in cmd and ("prefect" in cmd or mark == RAY_MARK)
 
 
+def _session_members(sid: int) -> list[int]:
+    """Pids in session ``sid`` (Linux /proc; empty elsewhere)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid``. Ray's workers leave the head's process group (and
+    HAProxy with them) but stay in the session ``_spawn`` gave the head, so this ends exactly that cluster."""
+    for pid in _session_members(sid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -553,8 +574,18 @@ def _start_ray(s: Settings, env: dict[str, str], root: Path) -> int:
     args = [ray_cli, "start", "--head", "--block", f"--port={s.stack_ray_port}", "--node-ip-address=127.0.0.1",
             f"--temp-dir={temp_dir}",
             f"--num-cpus={(os.cpu_count() or 1) + 1}", "--include-dashboard=false", "--disable-usage-stats"]
+    # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101) on every interface;
+    # free ones keep a second stack (or a test's) from failing to start.
+    haproxy_ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+                     "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
     return _spawn(args, log_path=logs_dir(s) / "ray-head.log", title="ray start --head",
-                  env={**env, **RAY_HEAD_ENV}, cwd=root)
+                  env={**env, **RAY_HEAD_ENV, **haproxy_ports}, cwd=root)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def deploy_gateway(settings: Settings | None = None, *, timeout: float = 120.0) -> str:
@@ -698,8 +729,11 @@ def stop_stack(settings: Settings | None = None, *, timeout: float = 20.0) -> li
         processes = (("worker", info.worker_pid, WORKER_MARK), ("server", info.server_pid, SERVER_MARK),
                      ("ray", info.ray_pid, RAY_MARK))
         for role, pid, mark in processes:
-            # `ray start --block` does not act on SIGTERM; its processes only hold session files.
-            if pid and _terminate(pid, mark, 3.0 if role == "ray" else timeout):
+            if role == "ray" and pid and pid_running(pid, mark):
+                # `ray start --block` does not act on SIGTERM; its processes only hold session files.
+                _kill_session(pid)
+                stopped.append(role)
+            elif pid and _terminate(pid, mark, timeout):
                 stopped.append(role)
         stack_file(s).unlink(missing_ok=True)
     return stopped
