@@ -314,6 +314,10 @@ def _open_log(path: Path, title: str) -> IO[bytes]:
     return log
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes this process spawned: their own exit status beats any guess from /proc."""
+
+
 def _spawn(args: list[str], *, log_path: Path, title: str, env: dict[str, str], cwd: Path) -> int:
     """Start a long-lived process in its own session, output to ``log_path``; return its pid."""
     with _open_log(log_path, title) as log:
@@ -321,7 +325,21 @@ def _spawn(args: list[str], *, log_path: Path, title: str, env: dict[str, str], 
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
             start_new_session=True,
         )
+    _CHILDREN[proc.pid] = proc
     return proc.pid
+
+
+def _alive(pid: int | None, mark: str) -> bool:
+    """For a process we spawned, whether it has not exited; otherwise :func:`pid_running`."""
+    proc = _CHILDREN.get(pid) if pid else None
+    if proc is not None:
+        return proc.poll() is None
+    return pid_running(pid, mark)
+
+
+def _exit_note(pid: int | None) -> str:
+    proc = _CHILDREN.get(pid) if pid else None
+    return f" (exit status {proc.returncode})" if proc is not None and proc.returncode is not None else ""
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -505,6 +523,7 @@ def _wait(
     what: str,
     alive: Callable[[], bool] | None = None,
     log_path: Path | None = None,
+    pid: int | None = None,
 ) -> None:
     """Poll ``predicate`` until true; fail early with the log's tail if the process dies."""
     deadline = time.monotonic() + timeout
@@ -513,7 +532,7 @@ def _wait(
             return
         if alive is not None and not alive():
             tail = _tail(log_path) if log_path else ""
-            raise StackError(f"{what}: the process exited; see {log_path}:\n{tail}")
+            raise StackError(f"{what}: the process exited{_exit_note(pid)}; see {log_path}:\n{tail}")
         time.sleep(0.25)
     raise StackError(f"{what}: not ready after {timeout:.0f}s; see {log_path}")
 
@@ -631,7 +650,7 @@ def _start_serving(s: Settings, info: StackInfo, env: dict[str, str], root: Path
         _write_stack(s, info)
     ray_pid = info.ray_pid
     _wait(lambda: _port_open("127.0.0.1", s.stack_ray_port), timeout, "Ray head",
-          lambda: pid_running(ray_pid, RAY_MARK), logs_dir(s) / "ray-head.log")
+          lambda: _alive(ray_pid, RAY_MARK), logs_dir(s) / "ray-head.log", ray_pid)
     env["ESTEIRA_RAY_ADDRESS"] = info.ray_address or local_ray_address(s)
     env.update(RAY_CLIENT_ENV)
     os.environ.update(RAY_CLIENT_ENV)  # this process deploys the gateway as a client of that cluster
@@ -691,7 +710,7 @@ def start_stack(
             _write_stack(s, info)
         server_pid = info.server_pid
         _wait(lambda: _healthy(info.api_url), timeout, f"Prefect server at {info.api_url}",
-              lambda: pid_running(server_pid, SERVER_MARK), Path(info.logs["server"]))
+              lambda: _alive(server_pid, SERVER_MARK), Path(info.logs["server"]), server_pid)
         info.timings_s["server"] = round(time.monotonic() - t0, 2)
 
         ensure_work_pool(s)
@@ -704,7 +723,7 @@ def start_stack(
             info.timings_s["deploy"] = round(time.monotonic() - t0, 2)
         worker_pid = info.worker_pid
         _wait(lambda: bool(online_workers(s)), timeout, "Prefect worker",
-              lambda: pid_running(worker_pid, WORKER_MARK), Path(info.logs["worker"]))
+              lambda: _alive(worker_pid, WORKER_MARK), Path(info.logs["worker"]), worker_pid)
         info.timings_s["worker"] = round(time.monotonic() - t0, 2)
         if serving:
             info.gateway_url = deploy_gateway(s, timeout=timeout)

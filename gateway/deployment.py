@@ -7,6 +7,14 @@ Why these options (FIELD-NOTES, Ray Serve):
   The handler is async and scores small requests on the loop, so a replica copes with many at once.
 * Model updates never go through redeploys or ``reconfigure`` (both stall a replica while it loads):
   each replica polls the registry and swaps versions itself (see :mod:`gateway.models`).
+* ``logging_config={"enable_access_log": False}``: the deployment's own access log off (``serve.start``'s
+  logging config covers the proxy and controller, not replicas). Per request Ray Serve still formats the
+  access-log message and creates the log record (``replica.py``, ``_record_errors_and_metrics``); the
+  record is then dropped by a filter instead of being formatted and written. Ray's request metrics stay
+  (they are cached and exported every ``RAY_SERVE_METRICS_EXPORT_INTERVAL_MS``). The other per-request
+  knobs (``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``, a 1000-record log buffer, router on the main
+  loop, GC freeze at startup) are what ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` sets, which ``esteira serve``
+  sets with HAProxy mode (``gateway.cli.HAPROXY_ENV``).
 * ``OMP_NUM_THREADS=1`` per replica: HistGradientBoosting otherwise spreads every one-row call over all
   cores and oversubscribes them (313 -> 583 req/s measured in a bare app).
 
@@ -31,7 +39,8 @@ DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {
 
 
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=256, ray_actor_options=DEFAULT_ACTOR_OPTIONS,
-                  health_check_period_s=5, graceful_shutdown_timeout_s=10)
+                  health_check_period_s=5, graceful_shutdown_timeout_s=10,
+                  logging_config={"enable_access_log": False})
 @serve.ingress()
 class Gateway:
     """One replica: a :class:`ModelService` (with its registry poll loop and log writer) behind FastAPI."""

@@ -11,6 +11,7 @@ automation (the continuous-training path); `up` again reuses the running process
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,8 +175,12 @@ def test_the_server_turns_a_schedule_into_scheduled_runs(stack: tuple[Settings, 
     with get_client(sync_client=True) as client:
         nightly = client.read_deployment_by_name(_full_names(settings)["nightly"])
     start = datetime.now(UTC) + timedelta(days=30)  # far ahead: the worker must not pick them up
-    response = httpx.post(f"{info.api_url}/deployments/{nightly.id}/schedule",
-                          json={"start_time": start.isoformat(), "max_runs": 2, "min_runs": 2}, timeout=30)
+    for attempt in range(5):  # Prefect answers 503 while its SQLite database is locked; its own client retries too
+        response = httpx.post(f"{info.api_url}/deployments/{nightly.id}/schedule",
+                              json={"start_time": start.isoformat(), "max_runs": 2, "min_runs": 2}, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(1 + attempt)
     response.raise_for_status()
     runs = [r for r in flow_runs_of(_full_names(settings)["nightly"]) if r.state and r.state.is_scheduled()]
     assert len(runs) == 2

@@ -215,12 +215,22 @@ def test_hot_swap_under_load_has_no_failed_or_stalled_request(sqlite_app: Served
     registry.rollback("churn", reason="test cleanup")  # back to v1 for the next tests
 
 
+def _wait_all_replicas_serve(url: str, version: int | None, timeout: float = 10.0) -> None:
+    """Until 20 answers in a row (spread over the replicas) come from ``version``."""
+    deadline, streak = time.monotonic() + timeout, 0
+    with httpx.Client(timeout=10) as client:
+        while streak < 20:
+            assert time.monotonic() < deadline, f"the gateway did not settle on v{version}"
+            streak = streak + 1 if _predict(client, url).json().get("version") == version else 0
+
+
 def test_tampered_version_refused_on_ray_old_version_serves(sqlite_app: Served) -> None:
     registry = sqlite_app.registry
     bad = registry.register_version("churn", numeric_classifier("logistic", seed=11), signature=SIGNATURE_NUMERIC)
     artifact = Path(bad.artifact_uri.replace("file://", ""))
     artifact.write_bytes(b"not the registered bytes")
-    serving = httpx.post(sqlite_app.url + "/v1/models/churn/predict", json={"inputs": ROW}).json()["version"]
+    serving = registry.resolve_alias("churn", "production")
+    _wait_all_replicas_serve(sqlite_app.url, serving)  # the previous test's cleanup rollback may be in flight
     with LoadLoop(sqlite_app.url, clients=4, max_s=10) as load:
         registry.promote("churn", bad.version, reason="tampered")
         deadline = time.monotonic() + 5
