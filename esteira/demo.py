@@ -187,22 +187,9 @@ class Demo:
         feedback: list[dict[str, Any]] = []
 
         async def one(client: httpx.AsyncClient, i: int, row: pd.Series) -> None:
-            if i % 2 == 0:
-                body: dict[str, Any] = {"entities": {"customer_id": int(row["customer_id"])},
-                                        "request_data": {"days_until_renewal": int(row["days_until_renewal"])}}
-            else:
-                body = {"inputs": {name: _plain(row[name]) for name in features}}
-            started = time.perf_counter()
-            try:
-                response = await client.post(f"/v1/models/{MODEL}/predict", json=body)
-                ok = response.status_code == 200
-                data = response.json() if ok else {}
-                stats.record(ok, (time.perf_counter() - started) * 1000, data.get("version"),
-                             "" if ok else f"{response.status_code} {response.text}")
-                if ok:
-                    feedback.append({"request_id": data["request_id"], "label": int(row["churned"])})
-            except httpx.HTTPError as exc:
-                stats.record(False, 0.0, None, f"{type(exc).__name__}: {exc}")
+            data = await _predict(client, _request_body(row, features, by_entity=i % 2 == 0), stats)
+            if data is not None:
+                feedback.append({"request_id": data["request_id"], "label": int(row["churned"])})
 
         async def main() -> None:
             limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -241,14 +228,18 @@ class Demo:
 
     flush_wait_s = 7.0
 
+    def traffic_then_monitor(self, *, trigger: str) -> tuple[LoadStats, dict[str, Any]]:
+        """Labelled traffic on the current 'recent' batch, then a monitor run over exactly that window."""
+        start = datetime.now(UTC) - timedelta(seconds=1)
+        frame, features = self.traffic_rows()
+        stats = self.send_traffic(frame, features)
+        if stats.failed:
+            raise DemoFailed(f"{stats.failed} of {stats.sent} requests failed: {stats.errors}")
+        return stats, self.monitor(start, trigger=trigger)
+
     def steady_phase(self) -> None:
         with self.stage("traffic on v1 + feedback, then monitor") as notes:
-            start = datetime.now(UTC) - timedelta(seconds=1)
-            frame, features = self.traffic_rows()
-            stats = self.send_traffic(frame, features)
-            if stats.failed:
-                raise DemoFailed(f"{stats.failed} of {stats.sent} requests failed: {stats.errors}")
-            report = self.monitor(start, trigger="off")
+            stats, report = self.traffic_then_monitor(trigger="off")
             notes.append(f"{stats.sent} requests, p50 {stats.percentile(0.5):.1f} ms; monitor: "
                          f"{report.get('decision')} (drift share {_share(report)})")
 
@@ -257,12 +248,7 @@ class Demo:
 
         with self.stage("drift: generator in drift mode, drifted traffic, monitor") as notes:
             materialize_flow(generate=True, batch="recent", drift=True, n_customers=self.customers)
-            start = datetime.now(UTC) - timedelta(seconds=1)
-            frame, features = self.traffic_rows()
-            stats = self.send_traffic(frame, features)
-            if stats.failed:
-                raise DemoFailed(f"{stats.failed} of {stats.sent} requests failed: {stats.errors}")
-            report = self.monitor(start, trigger="event")
+            _, report = self.traffic_then_monitor(trigger="event")
             decided_at = time.time()
             notes.append(f"monitor: {report.get('decision')} (drift share {_share(report)}; "
                          f"{report.get('reason', '')[:120]})")
@@ -281,20 +267,8 @@ class Demo:
         async def client_loop(client: httpx.AsyncClient, worker: int, stop: asyncio.Event) -> None:
             i = worker
             while not stop.is_set():
-                row = rows[i % len(rows)]
+                await _predict(client, _request_body(rows[i % len(rows)], features, by_entity=i % 2 == 0), stats)
                 i += 1
-                body = ({"entities": {"customer_id": int(row["customer_id"])},
-                         "request_data": {"days_until_renewal": int(row["days_until_renewal"])}} if i % 2
-                        else {"inputs": {name: _plain(row[name]) for name in features}})
-                started = time.perf_counter()
-                try:
-                    response = await client.post(f"/v1/models/{MODEL}/predict", json=body)
-                    ok = response.status_code == 200
-                    stats.record(ok, (time.perf_counter() - started) * 1000,
-                                 response.json().get("version") if ok else None,
-                                 "" if ok else f"{response.status_code} {response.text}")
-                except httpx.HTTPError as exc:
-                    stats.record(False, 0.0, None, f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.02)
 
         async def watcher(stop: asyncio.Event) -> None:
@@ -428,6 +402,29 @@ class Demo:
 def run_demo(*, customers: int = 3_000, keep_up: bool = False, console: Console | None = None,
              **kwargs: Any) -> DemoSummary:
     return Demo(customers=customers, keep_up=keep_up, console=console or Console(), **kwargs).run()
+
+
+def _request_body(row: pd.Series, features: list[str], *, by_entity: bool) -> dict[str, Any]:
+    """An entity-key request (features from the online store) or the same row's features inline."""
+    if by_entity:
+        return {"entities": {"customer_id": int(row["customer_id"])},
+                "request_data": {"days_until_renewal": int(row["days_until_renewal"])}}
+    return {"inputs": {name: _plain(row[name]) for name in features}}
+
+
+async def _predict(client: httpx.AsyncClient, body: dict[str, Any], stats: LoadStats) -> dict[str, Any] | None:
+    """One prediction, recorded in ``stats``; the response body when it succeeded."""
+    started = time.perf_counter()
+    try:
+        response = await client.post(f"/v1/models/{MODEL}/predict", json=body)
+    except httpx.HTTPError as exc:
+        stats.record(False, 0.0, None, f"{type(exc).__name__}: {exc}")
+        return None
+    ok = response.status_code == 200
+    data = response.json() if ok else None
+    stats.record(ok, (time.perf_counter() - started) * 1000, data.get("version") if data else None,
+                 "" if ok else f"{response.status_code} {response.text}")
+    return data
 
 
 def _disconnect_ray() -> None:

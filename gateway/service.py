@@ -111,7 +111,9 @@ class ModelService:
     # -- health ---------------------------------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when every model it should serve has a loaded version. A registry outage does not make a
+        """Ready when every model it should serve has a loaded version: the configured ones, or, serving
+        everything, once a whole registry poll has completed (a replica half-way through its first load
+        pass must not take traffic for a model it has not loaded yet). A registry outage does not make a
         replica unready (it still answers with what it holds): it shows as ``status: degraded``."""
         status = self.manager.status()
         served = self.manager.served()
@@ -119,7 +121,7 @@ class ModelService:
         expected = self.config.models or []
         missing = [name for name in expected if name not in served]
         ever_reached = status["registry"]["last_ok_at"] is not None
-        ready = bool(served) and not missing if expected else (bool(served) or ever_reached)
+        ready = bool(served) and not missing if expected else ever_reached
         status["ready"] = ready
         status["status"] = "ok" if ready and status["registry"]["ok"] else ("degraded" if ready else "not_ready")
         if missing:
