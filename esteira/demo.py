@@ -145,14 +145,22 @@ class Demo:
     def train_v1(self) -> int:
         from flows.train import train_flow
 
-        with self.stage("train v1 across Ray") as notes:
+        with self.stage("train the baseline across Ray") as notes:
             result = train_flow(spec=MODEL, parallel=True)
             notes.append(f"v{result['version']} {result['best_family']} -> {result['alias']} "
                          f"(holdout roc_auc {result['metrics'].get('holdout_roc_auc', float('nan')):.3f}, "
                          f"{result['n_trials']} trials)")
+        version = int(result["version"])
         if not result["promoted"]:
-            raise DemoFailed(f"v1 was not promoted: {result['reason']}")
-        return int(result["version"])
+            # A second demo run finds the first run's post-drift model in production. The story starts
+            # from a model trained before the drift, so make it the baseline, in the audit log's words.
+            reg = self.registry()
+            try:
+                reg.promote(MODEL, version, reason=f"esteira demo: baseline trained before the drift "
+                                                   f"(the rule alone said: {result['reason']})", actor="esteira demo")
+            finally:
+                reg.close()
+        return version
 
     def wait_served(self, version: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -214,8 +222,10 @@ class Demo:
         from flows.monitor import monitor
 
         time.sleep(self.flush_wait_s)  # the gateway writes its log in micro-batches
+        # No cool-down here: the demo may run twice within minutes, and each run must show the trigger.
+        # A deployed monitor keeps the spec's cool-down (see flows/specs/churn.yaml).
         result = monitor(model_name=MODEL, start=start, end=datetime.now(UTC) + timedelta(seconds=1),
-                         trigger=trigger)  # type: ignore[arg-type]
+                         trigger=trigger, policy={"cooldown_minutes": 0})  # type: ignore[arg-type]
         reg = self.registry()
         try:
             saved = next((r for r in reg.reports(MODEL, limit=20) if r.id == result["report_id"]), None)
@@ -238,7 +248,7 @@ class Demo:
         return stats, self.monitor(start, trigger=trigger)
 
     def steady_phase(self) -> None:
-        with self.stage("traffic on v1 + feedback, then monitor") as notes:
+        with self.stage("traffic on the baseline + feedback, then monitor") as notes:
             stats, report = self.traffic_then_monitor(trigger="off")
             notes.append(f"{stats.sent} requests, p50 {stats.percentile(0.5):.1f} ms; monitor: "
                          f"{report.get('decision')} (drift share {_share(report)})")
@@ -288,7 +298,7 @@ class Demo:
             async with httpx.AsyncClient(base_url=self.gateway, timeout=30) as client:
                 await asyncio.gather(watcher(stop), *(client_loop(client, w, stop) for w in range(8)))
 
-        with self.stage("retrain: Prefect event -> retrain deployment on the worker -> v2 hot-loaded") as notes:
+        with self.stage("retrain: Prefect event -> retrain deployment on the worker -> new version hot-loaded") as notes:
             asyncio.run(main())
             v2 = state["v2"]
             if v2 is None:
@@ -324,7 +334,7 @@ class Demo:
             with use_stack(self.settings):
                 self.prepare_data()
                 v1 = self.train_v1()
-                with self.stage("gateway serves v1") as notes:
+                with self.stage("gateway serves the baseline") as notes:
                     self.wait_served(v1)
                     notes.append(f"{self.gateway}/v1/models/{MODEL}/predict answers with v{v1}")
                 self.steady_phase()
