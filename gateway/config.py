@@ -37,6 +37,9 @@ class GatewayConfig(BaseModel):
     inline_predict_max_rows: int = Field(
         default=32, ge=0, description="Requests up to this many rows are scored on the event loop; larger ones in a thread."
     )
+    batch_max_rows: int = Field(
+        default=64, ge=0, description="Concurrent small requests for one version are scored in one predictor call of at "
+        "most this many rows (opportunistic, one event-loop yield, no timer); 0 or 1 turns batching off.")
     feast_lookup: bool = Field(default=True, description="Allow entity-key requests (online features from Feast).")
 
     def to_args(self) -> dict[str, Any]:

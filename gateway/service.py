@@ -5,8 +5,9 @@ inference logger, metrics) as arguments, so tests drive it directly with tiny pr
 and the Ray Serve deployment is only a thin shell around it.
 
 The hot path for one row: one dict lookup for the loaded version, a per-column type check into numpy
-arrays, the predictor call on the event loop (small requests; large ones go to a thread), a deque
-append for the log. Shadow scoring runs in a worker thread after the answer is built.
+arrays, the predictor call on the event loop (small requests; large ones go to a thread; small requests
+that arrive together for one version share one call, see :mod:`gateway.batching`), a deque append for the
+log. Shadow scoring runs in a worker thread after the answer is built.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.batching import MicroBatcher
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, InvalidInput, ModelNotFound
 from gateway.features import FeatureLookup, features_for
@@ -60,6 +62,7 @@ class ModelService:
         self.features = features
         self.clock = clock
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self.batcher = MicroBatcher(config.batch_max_rows) if config.batch_max_rows > 1 else None
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> ModelService:
@@ -232,11 +235,15 @@ class ModelService:
 
     async def _score(self, model: LoadedModel, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the predictor: on the loop for small requests (a thread hop costs more than the model),
-        in a worker thread for large ones so one big batch cannot stall every other request."""
+        in a worker thread for large ones so one big batch cannot stall every other request. Small requests
+        that arrive together for the same version share one call (:mod:`gateway.batching`)."""
         rows = len(next(iter(columns.values()))) if columns else 0
         try:
             if rows <= self.config.inline_predict_max_rows:
-                outputs = model.predictor.predict(columns)
+                if self.batcher is not None and rows <= self.batcher.max_rows:
+                    outputs = await self.batcher.predict((model.name, model.version), model.predictor, columns, rows)
+                else:
+                    outputs = model.predictor.predict(columns)
             else:
                 outputs = await asyncio.to_thread(model.predictor.predict, columns)
         except (ValueError, TypeError, KeyError) as exc:
