@@ -595,15 +595,10 @@ def _start_ray(s: Settings, env: dict[str, str], root: Path) -> int:
             f"--num-cpus={(os.cpu_count() or 1) + 1}", "--include-dashboard=false", "--disable-usage-stats"]
     # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101) on every interface;
     # free ones keep a second stack (or a test's) from failing to start.
-    # Its config, admin socket and state default to /tmp/haproxy-serve, shared by every gateway on
-    # the machine (two would reload onto each other's sockets): give this cluster its own.
-    haproxy_dir = temp_dir / "haproxy"
+    # (Its config and admin socket already live under /tmp/haproxy-serve/<node id>/: per node. A
+    # longer base breaks HAProxy's 97-byte limit on the socket path.)
     haproxy_ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-                     "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
-                     "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
-                     "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
-                     "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
-                     "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state")}
+                     "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
     return _spawn(args, log_path=logs_dir(s) / "ray-head.log", title="ray start --head",
                   env={**env, **RAY_HEAD_ENV, **haproxy_ports}, cwd=root)
 
