@@ -128,15 +128,20 @@ class InferenceLogger:
             self._thread = None
         self.flush()
 
-    def _run(self) -> None:
-        if self.profile:
-            try:  # import whylogs now, not in the middle of traffic (its import holds the GIL for a while)
-                from esteira import profiles
+    def warm_up(self) -> None:
+        """Import whylogs now, not in the middle of traffic; without it, profiles are turned off."""
+        if not self.profile:
+            return
+        try:
+            from esteira import profiles
 
-                profiles._why()
-            except Exception:  # noqa: BLE001 - profiles are best effort
-                log.exception("whylogs unavailable; inference profiles disabled")
-                self.profile = False
+            profiles._why()
+        except Exception:  # noqa: BLE001 - profiles are best effort
+            log.exception("whylogs unavailable; inference profiles disabled")
+            self.profile = False
+
+    def _run(self) -> None:
+        self.warm_up()  # a no-op when start-up already did it (lru_cache)
         while not self._stopping.is_set():
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()

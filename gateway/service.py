@@ -100,6 +100,9 @@ class ModelService:
 
     async def start(self) -> None:
         if self.inference_log is not None:
+            # whylogs' import is heavy (seconds when bytecode is not cached) and holds module import
+            # locks the request path may also need: finish it before the replica takes traffic.
+            await asyncio.to_thread(self.inference_log.warm_up)
             self.inference_log.start()
         await self.manager.start()
         self.metrics.registry_up.set(1 if self.manager.health.ok else 0)

@@ -116,7 +116,7 @@ def _predict(client: httpx.Client, url: str, path: str = "/v1/models/churn/predi
 def test_serves_plain_and_v2_on_ray(sqlite_app: Served) -> None:
     with httpx.Client(timeout=10) as client:
         body = _predict(client, sqlite_app.url).json()
-        assert body["model"] == "churn" and body["version"] == sqlite_app.versions[0]
+        assert body.get("model") == "churn" and body["version"] == sqlite_app.versions[0], body
         assert client.get(sqlite_app.url + "/v2/health/ready").json()["status"] == "ok"
         infer = client.post(sqlite_app.url + "/v2/models/churn/infer", json={"inputs": [
             {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [12, 70.5, 2]}]}).json()
