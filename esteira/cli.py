@@ -207,7 +207,7 @@ def monitor_command(
 
     with user_errors():
         outcome = run_monitor(model, batch_uri=batch_uri, trigger=trigger)  # type: ignore[arg-type]
-    console.print_json(data=outcome.to_dict() if hasattr(outcome, "to_dict") else vars(outcome), default=str)
+    console.print_json(data=outcome.to_dict(), default=str)
 
 
 @app.command("demo")

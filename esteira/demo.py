@@ -409,11 +409,6 @@ class Demo:
         self.console.print("[bold green]demo finished[/]" if summary.ok else "[bold red]demo failed[/]")
 
 
-def run_demo(*, customers: int = 3_000, keep_up: bool = False, console: Console | None = None,
-             **kwargs: Any) -> DemoSummary:
-    return Demo(customers=customers, keep_up=keep_up, console=console or Console(), **kwargs).run()
-
-
 def _request_body(row: pd.Series, features: list[str], *, by_entity: bool) -> dict[str, Any]:
     """An entity-key request (features from the online store) or the same row's features inline."""
     if by_entity:
