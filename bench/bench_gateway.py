@@ -15,6 +15,12 @@ Servers and payloads:
 * ``mlflow dataframe_split``: ``mlflow models serve`` of the named model with a column signature.
 * ``mlflow instances``: ``mlflow models serve`` of the array-fitted model with a tensor signature (the
   only signature ``instances`` lists pass; MLflow's fastest path).
+* ``entity`` (entity keys): the churn domain is generated and materialized and the churn model trained by
+  the real flows (``esteira materialize --generate``, ``esteira train run --sequential``, 5,000 customers);
+  then ``gateway entity-key`` posts ``{"entities": {"customer_id": ...}, "request_data": {...}}`` and the
+  gateway reads feature service ``churn_v1`` from the Feast online store (SQLite), on-demand features
+  included, and ``floor entity-key`` is the same bare FastAPI app reading the same service with Feast's
+  ``get_online_features`` inline. MLflow has no feature-store lookup, so it has no entity-key point.
 
 Targets (issue 4): at concurrency 32, gateway v1 requests/s >= 1.2x the faster MLflow format and >=
 1.0x the floor, and gateway p99 <= the floor's p99; at concurrency 1, gateway p50 within 2 ms of the
@@ -24,6 +30,7 @@ how busy the machine was, so a run disturbed by other work on the 2 cores shows 
     uv run python bench/bench_gateway.py                 # about 4 to 5 minutes
     uv run python bench/bench_gateway.py --duration 5    # quick look
     uv run python bench/bench_gateway.py --only gateway,floor --with-v2
+    uv run python bench/bench_gateway.py --only entity                   # entity keys: Feast lookups
     uv run python bench/bench_gateway.py --only gateway,floor --direct-ingress   # what the proxy hop costs
 
 Results: a table on stdout and ``bench/results/gateway-<UTC time>.json``.
@@ -48,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from baselines import common as c
 from loadgen import run_load
 
-SYSTEMS = ("floor", "mlflow", "gateway")
+SYSTEMS = ("floor", "mlflow", "gateway", "entity")
 CONCURRENCIES = (1, 32)
 
 
@@ -156,6 +163,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 f"http://127.0.0.1:{direct}/v1/models/{c.MODEL_NAME}/predict", c.body_v1(row), args,
                                 version_ok)
 
+    if "entity" in args.only:
+        t = time.monotonic()
+        churn = c.build_churn_home(tmp / "churn", log_dir=log_dir)
+        print(f"churn model trained by the flows ({time.monotonic() - t:.1f} s): v{churn.versions['v1']} "
+              f"({churn.family}) on feature service {churn.feature_service}", flush=True)
+        body = c.body_entity(churn)
+        churn_ok = lambda answer: answer.get("version") == churn.versions["v1"]  # noqa: E731
+        port = c.free_port()
+        with c.Server("floor-entity", c.floor_command(churn.artifact_paths["v1"], port, version=churn.versions["v1"],
+                                                      name=churn.model, features=churn.input_names,
+                                                      feature_service=churn.feature_service),
+                      env={**churn.env(), "OMP_NUM_THREADS": "1"}, log_dir=log_dir) as srv:
+            print(f"floor entity-key ready in {srv.wait_ready(f'http://127.0.0.1:{port}/healthz'):.1f} s", flush=True)
+            rows += measure("floor entity-key", srv, f"http://127.0.0.1:{port}/v1/models/{churn.model}/predict", body,
+                            args, churn_ok)
+        port = c.free_port()
+        with c.Server("gateway-entity", c.gateway_command(port, model=churn.model, replica_cpus=args.replica_cpus,
+                                                          replicas=args.replicas),
+                      env=c.gateway_env(churn), log_dir=log_dir) as srv:
+            ready = srv.wait_ready(f"http://127.0.0.1:{port}/v2/models/{churn.model}/ready", timeout_s=240)
+            print(f"gateway (churn) ready in {ready:.1f} s (log: {srv.log_path})", flush=True)
+            rows += measure("gateway entity-key", srv, f"http://127.0.0.1:{port}/v1/models/{churn.model}/predict",
+                            body, args, churn_ok)
+
     return {
         "bench": "gateway",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -195,6 +226,15 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     target("c=32 gateway p99 minus floor p99 (ms)", p, "<= 0", None if p is None else p <= 0)
     d = (gw1["p50_ms"] - fl1["p50_ms"]) if gw1 and fl1 else None
     target("c=1 gateway p50 minus floor p50 (ms)", d, "<= 2 ms", None if d is None else d <= 2.0)
+    # Entity keys: the same targets against the floor doing the same Feast read (no MLflow peer).
+    ek32, ef32 = _find(rows, "gateway entity-key", 32), _find(rows, "floor entity-key", 32)
+    ek1, ef1 = _find(rows, "gateway entity-key", 1), _find(rows, "floor entity-key", 1)
+    r = ratio(ek32, ef32)
+    target("c=32 entity-key gateway req/s vs entity-key floor", r, ">= 1.0x", None if r is None else r >= 1.0)
+    p = (ek32["p99_ms"] - ef32["p99_ms"]) if ek32 and ef32 else None
+    target("c=32 entity-key gateway p99 minus floor p99 (ms)", p, "<= 0", None if p is None else p <= 0)
+    d = (ek1["p50_ms"] - ef1["p50_ms"]) if ek1 and ef1 else None
+    target("c=1 entity-key gateway p50 minus floor p50 (ms)", d, "<= 2 ms", None if d is None else d <= 2.0)
     return out
 
 
@@ -209,9 +249,11 @@ def print_table(report: dict[str, Any]) -> None:
         floor = _find(rows, "floor", conc)
         mls = [r for r in (_find(rows, "mlflow dataframe_split", conc), _find(rows, "mlflow instances", conc)) if r]
         best = max(mls, key=lambda r: r["rps"]) if mls else None
+        entity_floor = _find(rows, "floor entity-key", conc)
         for r in (r for r in rows if r["concurrency"] == conc):
-            xf = f"{r['rps'] / floor['rps']:.2f}" if floor and floor["rps"] else "-"
-            xm = f"{r['rps'] / best['rps']:.2f}" if best and best["rps"] else "-"
+            base = entity_floor if "entity-key" in r["system"] else floor
+            xf = f"{r['rps'] / base['rps']:.2f}" if base and base["rps"] else "-"
+            xm = f"{r['rps'] / best['rps']:.2f}" if best and best["rps"] and "entity-key" not in r["system"] else "-"
             print(f"{r['system']:<24} {conc:>3} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                   f"{r['errors']:>6} {xf:>8} {xm:>13} {r['server_cpu_ms_per_req']:>14.2f} {r['other_cpu_s']:>11.1f}")
     print()
@@ -230,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds before each point")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=list(CONCURRENCIES))
     parser.add_argument("--only", type=lambda s: s.split(","), default=list(SYSTEMS),
-                        help="comma-separated subset of floor,mlflow,gateway")
+                        help="comma-separated subset of floor,mlflow,gateway,entity")
     parser.add_argument("--with-v2", action="store_true", help="also measure the gateway's v2 infer route")
     parser.add_argument("--direct-ingress", action="store_true",
                         help="start the gateway with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and also measure the replica's "

@@ -59,25 +59,35 @@ REGIONS = ("north", "south", "east", "west", "central")
 RENEWAL_SOON_DAYS = 7
 
 
-def churn_request_transform(inputs: pd.DataFrame) -> pd.DataFrame:
+def churn_request_transform(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """Derived features shared by training and serving (Feast runs this same function on both paths).
 
+    Feast "python" mode: columns in and out as lists. Online, a request carries one row, and the
+    pandas mode spent ~2 ms of a 2.4 ms lookup building one-row DataFrames; numpy over lists costs
+    ~0.05 ms and gives the same numbers (a test compares it with the pandas formulation).
+
     Written to tolerate missing activity (an unknown customer online gives None inputs): the
-    result is then NaN for the activity-derived columns, never an exception.
+    result is then NaN for the activity-derived columns, never an exception. A value that is not
+    a number (a string in request data) raises ``ValueError``, which the gateway answers as a 422.
 
     Self-contained on purpose: Feast 0.67 stores this function's source in the registry and
     re-executes it with only ``pd`` and ``np`` in scope (``feast/transformation/udf_rehydrate.py``),
     so it must not use other module globals. The 7 below is ``RENEWAL_SOON_DAYS``; a test checks
     they agree.
     """
-    logins = pd.to_numeric(inputs["logins_7d"], errors="coerce").astype("float64")
-    minutes = pd.to_numeric(inputs["usage_minutes_7d"], errors="coerce").astype("float64")
-    renewal = pd.to_numeric(inputs["days_until_renewal"], errors="coerce").astype("float64")
-    out = pd.DataFrame(index=inputs.index)
-    out["minutes_per_login"] = minutes / (logins + 1.0)
-    out["renewal_within_7d"] = (renewal <= 7).astype("int64")
-    out["log_days_until_renewal"] = np.log1p(renewal.clip(lower=0))
-    return out
+
+    def column(name):
+        return np.array([np.nan if v is None else v for v in inputs[name]], dtype="float64")
+
+    logins = column("logins_7d")
+    minutes = column("usage_minutes_7d")
+    renewal = column("days_until_renewal")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "minutes_per_login": (minutes / (logins + 1.0)).tolist(),
+            "renewal_within_7d": (renewal <= 7).astype("int64").tolist(),
+            "log_days_until_renewal": np.log1p(np.clip(renewal, 0, None)).tolist(),
+        }
 
 
 @dataclass(frozen=True)
@@ -204,10 +214,10 @@ def build_definitions(data_dir: Path | str) -> ChurnDefinitions:
             Field(name="renewal_within_7d", dtype=Int64),
             Field(name="log_days_until_renewal", dtype=Float64),
         ],
-        mode="pandas",
+        mode="python",
         udf=churn_request_transform,
         udf_string=inspect.getsource(churn_request_transform),
-        description="Request-time features; the same pandas function runs offline and online.",
+        description="Request-time features; the same function runs offline and online.",
     )
 
     churn_v1 = FeatureService(

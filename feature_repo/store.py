@@ -386,7 +386,7 @@ def training_frame(store: FeatureStore, feature_service: str, entity_df: pd.Data
     it (``_filter_ttl`` filters the per-key cross join), and collapses rows that share a key and
     timestamp (feast-dev/feast 6787). So each view is joined on its own, over the distinct
     (keys, timestamp) pairs, and the on-demand views are then computed with Feast's own
-    ``transform_arrow`` (the offline path Feast itself uses) on the joined columns.
+    ``transform_arrow`` (the offline path Feast itself uses) on the joined input columns.
     """
     import pandas as pd
     import pyarrow as pa
@@ -424,7 +424,10 @@ def training_frame(store: FeatureStore, feature_service: str, entity_df: pd.Data
             cols = [f.name for f in projection.features]
             base = base.merge(part.drop_duplicates(kt_id)[[kt_id, *cols]], on=kt_id, how="left")
         for view in odfvs:
-            table = pa.Table.from_pandas(base, preserve_index=False)
+            # Only the view's inputs: a "python" mode view turns its whole table into lists.
+            inputs = [*keys, *(f.name for p in view.source_feature_view_projections.values() for f in p.features),
+                      *(f.name for s in view.source_request_sources.values() for f in s.schema)]
+            table = pa.Table.from_pandas(base[list(dict.fromkeys(inputs))], preserve_index=False)
             transformed = view.transform_arrow(table, False)
             for f in view.features:
                 base[f.name] = transformed.column(f.name).to_pandas()

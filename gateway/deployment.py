@@ -15,6 +15,10 @@ Why these options (FIELD-NOTES, Ray Serve):
   knobs (``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``, a 1000-record log buffer, router on the main
   loop, GC freeze at startup) are what ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` sets, which ``esteira serve``
   sets with HAProxy mode (``gateway.cli.HAPROXY_ENV``).
+* The GIL switch interval at 0.5 ms instead of 5 ms (``GatewayConfig.switch_interval_ms``): the log writer
+  turns a few seconds of requests into parquet and a whylogs profile (about 300 ms of Python for 8,000
+  rows), and with the default interval every request that arrives meanwhile waits up to 5 ms for the GIL
+  at each step, which is what showed up in the p99.
 * ``OMP_NUM_THREADS=1`` per replica: HistGradientBoosting otherwise spreads every one-row call over all
   cores and oversubscribes them (313 -> 583 req/s measured in a bare app).
 
@@ -24,6 +28,7 @@ service from its config, so routes, service and config travel to replicas as one
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ray import serve
@@ -48,7 +53,12 @@ class Gateway:
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         from gateway.service import ModelService
 
-        self.service = ModelService.from_config(GatewayConfig.model_validate(config or {}))
+        gateway_config = GatewayConfig.model_validate(config or {})
+        if gateway_config.switch_interval_ms:
+            # The replica is our process: its background threads (log writer, whylogs, registry poll) must
+            # hand the GIL back to the event loop sooner than Python's 5 ms, or requests queue behind them.
+            sys.setswitchinterval(gateway_config.switch_interval_ms / 1000)
+        self.service = ModelService.from_config(gateway_config)
 
     def __serve_build_asgi_app__(self) -> Any:
         from gateway.app import build_app

@@ -243,7 +243,7 @@ def predictions_frame(items: Sequence[PredictionRecord]) -> pd.DataFrame:
     frames = []
     for (input_names, output_names), records in groups.items():
         sizes = [len(next(iter(r.outputs.values()))) if r.outputs else 0 for r in records]
-        frame = pd.DataFrame({
+        columns: dict[str, Any] = {
             "request_id": np.repeat(np.array([r.request_id for r in records], dtype=object), sizes),
             "row": np.concatenate([np.arange(n, dtype=np.int64) for n in sizes]),
             "timestamp": pd.to_datetime(np.repeat(np.array([r.timestamp for r in records]), sizes), unit="s",
@@ -251,11 +251,13 @@ def predictions_frame(items: Sequence[PredictionRecord]) -> pd.DataFrame:
             "model": np.repeat(np.array([r.model for r in records], dtype=object), sizes),
             "model_version": np.repeat(np.array([r.version for r in records], dtype=np.int64), sizes),
             "role": np.repeat(np.array([r.role for r in records], dtype=object), sizes),
-        })
+        }
         for name in input_names:
-            frame[name] = _column_values([r.inputs[name] for r in records])
+            columns[name] = _column_values([r.inputs[name] for r in records])
         for name in output_names:
-            frame[OUTPUT_PREFIX + name] = _column_values([r.outputs[name] for r in records])
+            columns[OUTPUT_PREFIX + name] = _column_values([r.outputs[name] for r in records])
+        # one constructor call: inserting columns one by one costs a block-manager copy each
+        frame = pd.DataFrame(columns)
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=list(META_COLUMNS))

@@ -93,7 +93,7 @@ class ModelService:
         if config.feast_lookup:
             from gateway.features import FeastLookup
 
-            features = FeastLookup()
+            features = FeastLookup(inline_max_rows=config.inline_lookup_max_rows)
         return cls(config, manager, metrics=metrics, inference_log=inference_log, features=features)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -106,6 +106,9 @@ class ModelService:
             self.inference_log.start()
         await self.manager.start()
         self.metrics.registry_up.set(1 if self.manager.health.ok else 0)
+        services = sorted({m.feature_service for m in self.manager.served().values() if m.feature_service})
+        if self.features is not None and services:
+            await asyncio.to_thread(self.features.warm, services)
 
     async def stop(self) -> None:
         await self.manager.stop()

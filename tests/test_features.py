@@ -184,18 +184,30 @@ def test_generator_is_fast() -> None:
 
 
 def test_on_demand_function_is_self_contained_and_matches_constant() -> None:
-    df = pd.DataFrame({"logins_7d": [0, 3, None], "usage_minutes_7d": [10.0, 40.0, None],
-                       "days_until_renewal": [RENEWAL_SOON_DAYS, RENEWAL_SOON_DAYS + 1, 0]})
-    out = churn_request_transform(df)
-    assert out["renewal_within_7d"].tolist() == [1, 0, 1]
-    assert out["minutes_per_login"].iloc[1] == pytest.approx(10.0)
-    assert np.isnan(out["minutes_per_login"].iloc[2])
+    inputs = {"logins_7d": [0, 3, None, -1], "usage_minutes_7d": [10.0, 40.0, None, 5.0],
+              "days_until_renewal": [RENEWAL_SOON_DAYS, RENEWAL_SOON_DAYS + 1, 0, -3]}
+    out = churn_request_transform(inputs)
+    assert out["renewal_within_7d"] == [1, 0, 1, 1]
+    assert out["minutes_per_login"][1] == pytest.approx(10.0)
+    assert np.isnan(out["minutes_per_login"][2])
+    assert out["minutes_per_login"][3] == np.inf  # no exception on a zero divisor
+    # The same numbers as the obvious pandas formulation (what the view ran before "python" mode).
+    df = pd.DataFrame(inputs)
+    logins, minutes = df["logins_7d"].astype("float64"), df["usage_minutes_7d"].astype("float64")
+    renewal = df["days_until_renewal"].astype("float64")
+    np.testing.assert_allclose(out["minutes_per_login"], minutes / (logins + 1.0))
+    np.testing.assert_allclose(out["log_days_until_renewal"], np.log1p(renewal.clip(lower=0)))
     # Feast re-executes the source with only pd and np in scope: prove that works.
     import inspect
 
     namespace: dict = {"pd": pd, "np": np}
     exec(inspect.getsource(churn_request_transform), namespace)  # noqa: S102
-    pd.testing.assert_frame_equal(namespace["churn_request_transform"](df), out)
+    np.testing.assert_equal(namespace["churn_request_transform"](inputs), out)  # NaN equals NaN here
+
+
+def test_on_demand_function_refuses_a_non_number() -> None:
+    with pytest.raises(ValueError):
+        churn_request_transform({"logins_7d": [1], "usage_minutes_7d": [1.0], "days_until_renewal": ["soon"]})
 
 
 def test_schema_names_and_kinds(env: Env) -> None:

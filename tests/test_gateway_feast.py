@@ -98,3 +98,68 @@ def test_entity_keys_are_scored_with_online_features(registry: Any, esteira_home
             "entities": {"customer_id": 10**9}, "request_data": {"days_until_renewal": 5}})
         assert unknown.status_code in (404, 422), unknown.text
         assert unknown.status_code < 500
+
+        not_a_number = client.post("/v1/models/churn/predict", json={
+            "entities": {"customer_id": customer}, "request_data": {"days_until_renewal": "soon"}})
+        assert not_a_number.status_code == 422, not_a_number.text
+
+
+def test_replica_reads_the_feature_store_once_before_traffic(registry: Any, esteira_home: Path,
+                                                              feast_model: dict[str, Any]) -> None:
+    """The first entity-key request must not pay for opening Feast (imports, registry load: about a second)."""
+    import asyncio
+
+    service = ModelService.from_config(GatewayConfig(
+        database_url=registry.url, artifact_root=registry.artifacts.root, log_inference=False))
+
+    async def start_then_stop() -> Any:
+        await service.start()
+        try:
+            return service.features._store  # type: ignore[union-attr]
+        finally:
+            await service.stop()
+
+    assert asyncio.run(start_then_stop()) is not None
+
+
+def test_feature_store_warm_up_failure_does_not_stop_a_replica(esteira_home: Path,
+                                                               feast_model: dict[str, Any],
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.features import FeastLookup
+
+    FeastLookup().warm(["no_such_service"])
+    assert "warm-up failed" in caplog.text
+
+
+def test_small_local_reads_run_on_the_event_loop_and_large_or_remote_ones_in_a_thread(
+        esteira_home: Path, feast_model: dict[str, Any]) -> None:
+    """SQLite reads of a few entities skip the thread hop (it costs more than the read); others do not."""
+    import asyncio
+    import threading
+
+    from gateway.features import FeastLookup
+
+    class Recording(FeastLookup):
+        threads: list[int] = []
+
+        def _lookup(self, *args: Any) -> list[dict[str, Any]]:
+            self.threads.append(threading.get_ident())
+            return super()._lookup(*args)
+
+    customer = {"customer_id": feast_model["customer"]}
+    request = {"days_until_renewal": 5}
+
+    async def reads(lookup: FeastLookup) -> tuple[int, list[int]]:
+        lookup.warm([feast_model["feature_service"]])
+        lookup.threads.clear()  # type: ignore[attr-defined]
+        await lookup.lookup(feast_model["feature_service"], [customer], request)
+        await lookup.lookup(feast_model["feature_service"], [customer] * 3, request)
+        return threading.get_ident(), list(lookup.threads)  # type: ignore[attr-defined]
+
+    loop_thread, threads = asyncio.run(reads(Recording(inline_max_rows=2)))
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+    remote = Recording(inline_max_rows=2)
+    remote._open()
+    remote._local = False  # what a Redis online store sets
+    loop_thread, threads = asyncio.run(reads(remote))
+    assert loop_thread not in threads

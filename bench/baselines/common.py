@@ -123,6 +123,54 @@ def build_registry(home: Path, *, hot_swap_versions: int = 0) -> BenchRegistry:
     return BenchRegistry(home=home, url=url, artifact_root=root, versions=versions, artifact_paths=paths)
 
 
+@dataclass
+class ChurnBench(BenchRegistry):
+    """The churn model the training flow registered over a materialized Feast store (entity-key points)."""
+
+    model: str = "churn"
+    feature_service: str = ""
+    input_names: tuple[str, ...] = ()
+    family: str = ""
+    customer_id: int = 0
+
+
+def build_churn_home(home: Path, *, customers: int = 5_000, log_dir: Path) -> ChurnBench:
+    """``esteira materialize --generate`` then ``esteira train run --sequential`` in ``home``: the real flows.
+
+    Run as subprocesses with ``ESTEIRA_HOME`` set (settings are process-wide), logging to ``log_dir``.
+    """
+    from feature_repo.generator import FIRST_CUSTOMER_ID
+    from registry import Registry
+
+    home.mkdir(parents=True, exist_ok=True)
+    url, root = f"sqlite:///{home / 'registry.db'}", str(home / "artifacts")
+    env = {**os.environ, "ESTEIRA_HOME": str(home), "ESTEIRA_DATABASE_URL": url, "ESTEIRA_ARTIFACT_ROOT": root,
+           "PYTHONWARNINGS": "ignore", "WHYLOGS_NO_ANALYTICS": "1"}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for step, args in (("materialize", ["materialize", "--generate", "--customers", str(customers)]),
+                       ("train", ["train", "run", "churn", "--sequential"])):
+        with open(log_dir / f"churn-{step}.log", "wb") as log:
+            done = subprocess.run([python_exe(), "-m", "esteira.cli", *args], cwd=REPO_DIR, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, timeout=900)
+        if done.returncode:
+            raise RuntimeError(f"esteira {step} failed; see {log_dir / f'churn-{step}.log'}")
+    reg = Registry.from_url(url, root)
+    try:
+        mv = reg.get_by_alias("churn", "production")
+        inputs = tuple(col["name"] for col in mv.signature["inputs"])
+        return ChurnBench(home=home, url=url, artifact_root=root, versions={"v1": mv.version},
+                          artifact_paths={"v1": _local_path(mv.artifact_uri)}, feature_service=mv.feature_service,
+                          input_names=inputs, family=str((mv.params or {}).get("family", "")),
+                          customer_id=FIRST_CUSTOMER_ID + 17)
+    finally:
+        reg.close()
+
+
+def body_entity(churn: ChurnBench, days_until_renewal: int = 12) -> dict[str, Any]:
+    """The gateway's entity-key body: keys only, plus the request-time field the on-demand view needs."""
+    return {"entities": {"customer_id": churn.customer_id}, "request_data": {"days_until_renewal": days_until_renewal}}
+
+
 def _local_path(uri: str) -> str:
     return uri.removeprefix("file://")
 
@@ -252,9 +300,15 @@ def gateway_env(reg: BenchRegistry, extra: dict[str, str] | None = None) -> dict
     return {**env, **(extra or {})}
 
 
-def floor_command(artifact: str, port: int, *, version: int = 1, input_kind: str = "numpy") -> list[str]:
-    return [python_exe(), str(BENCH_DIR / "baselines" / "fastapi_app.py"), "--artifact", artifact, "--port", str(port),
-            "--name", MODEL_NAME, "--version", str(version), "--input", input_kind]
+def floor_command(artifact: str, port: int, *, version: int = 1, input_kind: str = "numpy", name: str = MODEL_NAME,
+                  features: tuple[str, ...] | None = None, feature_service: str | None = None) -> list[str]:
+    cmd = [python_exe(), str(BENCH_DIR / "baselines" / "fastapi_app.py"), "--artifact", artifact, "--port", str(port),
+           "--name", name, "--version", str(version), "--input", input_kind]
+    if features:
+        cmd += ["--features", ",".join(features)]
+    if feature_service:
+        cmd += ["--feature-service", feature_service]
+    return cmd
 
 
 # -- CPU accounting: who used the 2 cores during a measurement ---------------------------------------------

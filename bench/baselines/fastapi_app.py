@@ -11,6 +11,11 @@ it (``--omp-threads`` overrides). HistGradientBoosting otherwise spreads each on
 core, which on 2 cores fights the other requests and the load generator (FIELD-NOTES: 313 -> 583
 requests/s at concurrency 32 with arrays). Ray Serve gives each replica ``OMP_NUM_THREADS=1`` too.
 
+Entity keys (``--feature-service churn_v1``): the route takes the gateway's entity-key body
+(``{"entities": {...}, "request_data": {...}}``), reads the feature service from the Feast online store
+of ``$ESTEIRA_HOME`` with Feast's own ``get_online_features`` (inline, as a bare app would), builds the
+one-row DataFrame the pipeline was fitted on and scores it. No 404 for an unknown entity, no checks.
+
     uv run python bench/baselines/fastapi_app.py --artifact PATH --name bench-hgb --version 1 --port 8010
 """
 
@@ -33,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--omp-threads", type=int, default=None, help="default: $OMP_NUM_THREADS or 1")
     parser.add_argument("--input", choices=("numpy", "pandas"), default="numpy",
                         help="what predict_proba gets; pandas shows what a DataFrame per request costs")
+    parser.add_argument("--feature-service", default=None,
+                        help="answer entity-key bodies by reading this Feast feature service (implies pandas input)")
     return parser.parse_args(argv)
 
 
@@ -54,8 +61,10 @@ def build_app(args: argparse.Namespace):
     features = args.features.split(",")
     classes = model.classes_.tolist()
     name, version = args.name, args.version
-    use_pandas = args.input == "pandas"
-    model.predict_proba(np.zeros((1, len(features))))  # warm-up
+    use_pandas = args.input == "pandas" or args.feature_service is not None
+    lookup = _feast_lookup(args.feature_service) if args.feature_service else None
+    if lookup is None:
+        model.predict_proba(np.zeros((1, len(features))))  # warm-up
 
     try:
         import orjson
@@ -71,7 +80,8 @@ def build_app(args: argparse.Namespace):
         if model_name != name:
             return JSONResponse({"error": {"code": "model_not_found", "message": model_name}}, status_code=404)
         try:
-            rows = loads(await request.body())["inputs"]
+            body = loads(await request.body())
+            rows = lookup(body["entities"], body.get("request_data")) if lookup else body["inputs"]
             if use_pandas:
                 X = pd.DataFrame({f: [row[f] for row in rows] for f in features})
             else:
@@ -91,6 +101,24 @@ def build_app(args: argparse.Namespace):
         return {"status": "ok"}
 
     return app
+
+
+def _feast_lookup(feature_service: str):
+    """Entity rows in, feature rows out, through Feast's public API and the esteira settings' store."""
+    from feast import FeatureStore
+
+    from feature_repo.store import repo_config
+
+    store = FeatureStore(config=repo_config())
+    service = store.get_feature_service(feature_service)
+
+    def lookup(entities: dict | list, request_data: dict | None) -> list[dict]:
+        entities = [entities] if isinstance(entities, dict) else entities
+        rows = [{**entity, **(request_data or {})} for entity in entities]
+        result = store.get_online_features(features=service, entity_rows=rows).to_dict()
+        return [{name: values[i] for name, values in result.items()} for i in range(len(rows))]
+
+    return lookup
 
 
 def main(argv: list[str] | None = None) -> None:
