@@ -204,6 +204,17 @@ def _find(rows: list[dict[str, Any]], system: str, conc: int) -> dict[str, Any] 
     return next((r for r in rows if r["system"] == system and r["concurrency"] == conc), None)
 
 
+def floor_targets(target: Any, label: str, gw32: dict[str, Any] | None, fl32: dict[str, Any] | None,
+                  gw1: dict[str, Any] | None, fl1: dict[str, Any] | None) -> None:
+    """The three targets against a floor: req/s and p99 at concurrency 32, p50 at concurrency 1."""
+    r = gw32["rps"] / fl32["rps"] if gw32 and fl32 and fl32["rps"] else None
+    target(f"c=32 {label} req/s vs floor", r, ">= 1.0x", None if r is None else r >= 1.0)
+    p = (gw32["p99_ms"] - fl32["p99_ms"]) if gw32 and fl32 else None
+    target(f"c=32 {label} p99 minus floor p99 (ms)", p, "<= 0", None if p is None else p <= 0)
+    d = (gw1["p50_ms"] - fl1["p50_ms"]) if gw1 and fl1 else None
+    target(f"c=1 {label} p50 minus floor p50 (ms)", d, "<= 2 ms", None if d is None else d <= 2.0)
+
+
 def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """PASS / MISS per target from the issue (MISSING when a point was not measured)."""
     out = []
@@ -220,21 +231,11 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     r = ratio(gw32, best_ml)
     target(f"c=32 gateway req/s vs faster MLflow ({best_ml['system'] if best_ml else '-'})", r, ">= 1.2x",
            None if r is None else r >= 1.2)
-    r = ratio(gw32, fl32)
-    target("c=32 gateway req/s vs floor", r, ">= 1.0x", None if r is None else r >= 1.0)
-    p = (gw32["p99_ms"] - fl32["p99_ms"]) if gw32 and fl32 else None
-    target("c=32 gateway p99 minus floor p99 (ms)", p, "<= 0", None if p is None else p <= 0)
-    d = (gw1["p50_ms"] - fl1["p50_ms"]) if gw1 and fl1 else None
-    target("c=1 gateway p50 minus floor p50 (ms)", d, "<= 2 ms", None if d is None else d <= 2.0)
+    floor_targets(target, "gateway", _find(rows, "gateway v1", 32), fl32, gw1, fl1)
     # Entity keys: the same targets against the floor doing the same Feast read (no MLflow peer).
-    ek32, ef32 = _find(rows, "gateway entity-key", 32), _find(rows, "floor entity-key", 32)
-    ek1, ef1 = _find(rows, "gateway entity-key", 1), _find(rows, "floor entity-key", 1)
-    r = ratio(ek32, ef32)
-    target("c=32 entity-key gateway req/s vs entity-key floor", r, ">= 1.0x", None if r is None else r >= 1.0)
-    p = (ek32["p99_ms"] - ef32["p99_ms"]) if ek32 and ef32 else None
-    target("c=32 entity-key gateway p99 minus floor p99 (ms)", p, "<= 0", None if p is None else p <= 0)
-    d = (ek1["p50_ms"] - ef1["p50_ms"]) if ek1 and ef1 else None
-    target("c=1 entity-key gateway p50 minus floor p50 (ms)", d, "<= 2 ms", None if d is None else d <= 2.0)
+    floor_targets(target, "entity-key gateway", _find(rows, "gateway entity-key", 32),
+                  _find(rows, "floor entity-key", 32), _find(rows, "gateway entity-key", 1),
+                  _find(rows, "floor entity-key", 1))
     return out
 
 

@@ -34,6 +34,9 @@ class GatewayConfig(BaseModel):
     log_buffer_size: int = Field(default=100_000, ge=1, description="Requests held before logging drops.")
     log_flush_interval_s: float = Field(default=5.0, gt=0, description="Micro-batch period of the log writer.")
     profile_window_s: int = Field(default=3600, ge=1, description="Width of one whylogs profile window.")
+    profile_in_subprocess: bool = Field(
+        default=True, description="Compute the whylogs window profiles in a child process of the replica (from the "
+        "parquet batch just written), so profiling never holds the replica's GIL; False profiles in the writer thread.")
     inline_predict_max_rows: int = Field(
         default=32, ge=0, description="Requests up to this many rows are scored on the event loop; larger ones in a thread."
     )

@@ -8,6 +8,10 @@ per model:
     <root>/<model>/feedback/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet      ground truth by request id
     <root>/<model>/profiles/<window-start unix s>/<uuid>.bin              whylogs profiles per time window
 
+With ``profile_process=True`` (what the gateway uses) the profiles are computed by a child process
+(:mod:`gateway.profiler`) from the parquet file just written, so whylogs never holds the replica's GIL;
+without it they are computed in the writer thread (tests, small tools).
+
 ``root`` is a folder or any fsspec URI, so several replicas (each writing its own uniquely named files)
 and the monitor flow can share object storage. A full buffer drops the record and counts the drop; a
 failed write is logged and counted. Neither can fail or slow a prediction.
@@ -34,10 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gateway.profiler import META_COLUMNS, _fs, write_window_profiles
+
 log = logging.getLogger(__name__)
 
 OUTPUT_PREFIX = "output."
-META_COLUMNS = ("request_id", "row", "timestamp", "model", "model_version", "role")
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,6 @@ class FeedbackRecord:
     model: str
 
 
-def _fs(root: str) -> tuple[Any, str]:
-    from fsspec.core import url_to_fs
-
-    return url_to_fs(root)
-
-
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
@@ -74,10 +73,13 @@ class InferenceLogger:
     """Buffered, batched writer of the inference log and its whylogs window profiles."""
 
     def __init__(self, root: str, *, buffer_size: int = 100_000, flush_interval_s: float = 5.0,
-                 profile_window_s: int = 3600, profile: bool = True,
+                 profile_window_s: int = 3600, profile: bool = True, profile_process: bool = False,
                  on_drop: Callable[[int], None] | None = None,
                  on_error: Callable[[], None] | None = None) -> None:
+        from gateway.profiler import ProfilerProcess
+
         self.root = root.rstrip("/")
+        self._profiler = ProfilerProcess() if profile and profile_process else None
         self.buffer_size = buffer_size
         self.flush_interval_s = flush_interval_s
         self.profile_window_s = profile_window_s
@@ -120,17 +122,23 @@ class InferenceLogger:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Flush what is buffered and stop the writer."""
+        """Flush what is buffered, stop the writer, and let the profiler process finish what it was sent."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         self.flush()
+        if self._profiler is not None and self._profiler.close(timeout=max(timeout, 30.0)) is None:
+            log.warning("profiler process did not finish in time; its last profiles are lost (the log rows are not)")
 
     def warm_up(self) -> None:
-        """Import whylogs now, not in the middle of traffic; without it, profiles are turned off."""
+        """Import whylogs now (or start the profiler process, which imports it), not in the middle of
+        traffic; without whylogs, profiles are turned off."""
         if not self.profile:
+            return
+        if self._profiler is not None:
+            self._profiler.start()
             return
         try:
             from esteira import profiles
@@ -180,7 +188,7 @@ class InferenceLogger:
                 self._on_error()
             return 0
 
-    def _write_parquet(self, frame: pd.DataFrame, model: str, kind: str) -> None:
+    def _write_parquet(self, frame: pd.DataFrame, model: str, kind: str) -> str:
         fs, root = _fs(self.root)
         now = time.time()
         folder = f"{root}/{model}/{kind}/date={_utc(now):%Y-%m-%d}"
@@ -192,26 +200,18 @@ class InferenceLogger:
         with fs.open(tmp, "wb") as handle:
             handle.write(buffer.getvalue())
         fs.mv(tmp, path)  # readers never see a half-written file
+        return path
 
     def _write_predictions(self, model: str, items: Sequence[PredictionRecord]) -> int:
         frame = predictions_frame(items)
-        self._write_parquet(frame, model, "predictions")
+        path = self._write_parquet(frame, model, "predictions")
         if self.profile:
-            self._guarded(lambda: self._write_profiles(model, frame))
+            if self._profiler is not None:
+                job = {"root": self.root, "model": model, "path": path, "window_s": self.profile_window_s}
+                self._guarded(lambda: self._profiler.submit(job))  # type: ignore[union-attr]
+            else:
+                self._guarded(lambda: write_window_profiles(frame, self.root, model, self.profile_window_s))
         return len(frame)
-
-    def _write_profiles(self, model: str, frame: pd.DataFrame) -> None:
-        from esteira.profiles import profile_frame
-
-        fs, root = _fs(self.root)
-        seconds = frame["timestamp"].astype("int64") // 10**9
-        windows = (seconds // self.profile_window_s) * self.profile_window_s
-        data_columns = [c for c in frame.columns if c not in META_COLUMNS]
-        for window, part in frame[frame["role"] == "production"].groupby(windows[frame["role"] == "production"]):
-            folder = f"{root}/{model}/profiles/{int(window)}"
-            fs.makedirs(folder, exist_ok=True)
-            with fs.open(f"{folder}/{uuid.uuid4().hex}.bin", "wb") as handle:
-                handle.write(profile_frame(part[data_columns].reset_index(drop=True)))
 
     def _write_feedback(self, model: str, items: Sequence[FeedbackRecord]) -> None:
         frame = pd.DataFrame({

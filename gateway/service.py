@@ -13,6 +13,7 @@ log. Shadow scoring runs in a worker thread after the answer is built.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -63,6 +64,8 @@ class ModelService:
         self.clock = clock
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.batcher = MicroBatcher(config.batch_max_rows) if config.batch_max_rows > 1 else None
+        # Set by the Ray Serve deployment, whose process this is; never in someone else's process (tests, tools).
+        self.freeze_gc_after_start = False
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> ModelService:
@@ -88,6 +91,7 @@ class ModelService:
             inference_log = InferenceLogger(
                 config.inference_log_uri or "", buffer_size=config.log_buffer_size,
                 flush_interval_s=config.log_flush_interval_s, profile_window_s=config.profile_window_s,
+                profile_process=config.profile_in_subprocess,
                 on_drop=lambda n: metrics.log_dropped.inc(n), on_error=metrics.log_errors.inc)
         features = None
         if config.feast_lookup:
@@ -109,6 +113,13 @@ class ModelService:
         services = sorted({m.feature_service for m in self.manager.served().values() if m.feature_service})
         if self.features is not None and services:
             await asyncio.to_thread(self.features.warm, services)
+        if self.freeze_gc_after_start:
+            # Everything loaded so far (Ray, FastAPI, the models, whylogs, Feast) lives as long as the
+            # replica. Left in the collector's oldest generation, each full collection walks ~300,000
+            # objects (178 ms measured), a pause every request in flight waits for; frozen, it walks
+            # only what came later. Collected first, so no garbage is frozen. Before any traffic.
+            gc.collect()
+            gc.freeze()
 
     async def stop(self) -> None:
         await self.manager.stop()

@@ -7,6 +7,7 @@ the real ones.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -343,6 +344,35 @@ def test_logger_writes_profiles_per_window(tmp_path: Path) -> None:
     assert summary["x"]["count"] == 20 and "output.label" in summary
 
 
+def test_profiles_come_from_a_child_process_that_is_replaced_if_it_dies(tmp_path: Path) -> None:
+    """What the gateway runs: whylogs works in a child process, never in the replica holding the GIL."""
+    from esteira.profiles import profile_summary
+    from gateway.inference_log import read_profile
+
+    def log_rows(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            logger.log_prediction(PredictionRecord(f"r{i}", time.time(), "m", 1, "production",
+                                                   {"x": np.array([float(i)])}, {"label": np.array([i % 2])}))
+
+    def profiled() -> int:
+        blob = read_profile("m", root=str(tmp_path))
+        return int(profile_summary(blob)["x"]["count"]) if blob else 0
+
+    logger = InferenceLogger(str(tmp_path), profile_window_s=60, profile_process=True)
+    logger.warm_up()
+    child = logger._profiler._proc  # type: ignore[union-attr]
+    assert child is not None and child.pid != os.getpid()
+    log_rows(0, 20)
+    assert logger.flush() == 20  # the rows are on disk now; their profile follows from the child
+    wait_for(lambda: profiled() == 20, timeout=60)
+    child.kill()
+    child.wait()
+    log_rows(20, 10)
+    assert logger.flush() == 10
+    logger.stop()  # waits for the new child to finish what it was sent
+    assert profiled() == 30 and logger._profiler.restarts == 1  # type: ignore[union-attr]
+
+
 # -- flavors ------------------------------------------------------------------------------------------------------
 
 
@@ -416,3 +446,26 @@ def test_onnx_version_served_through_the_gateway(registry: Any, esteira_home: Pa
         assert client.get("/v2/models/fast").json()["platform"] == "esteira-onnx"
     expected = models["v1"].predict_proba(pd.DataFrame([ROW]))[0, 1]
     assert body["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_replica_freezes_the_collector_heap_once_loaded(tmp_path: Path) -> None:
+    """The deployment sets the flag (its process); full collections then skip what lives as long as the replica."""
+    import asyncio
+    import gc
+
+    service = ModelService.from_config(GatewayConfig(
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}", artifact_root=str(tmp_path / "artifacts"),
+        log_inference=False, feast_lookup=False))
+    before = gc.get_freeze_count()
+
+    async def start_stop(freeze: bool) -> int:
+        service.freeze_gc_after_start = freeze
+        await service.start()
+        await service.stop()
+        return gc.get_freeze_count()
+
+    try:
+        assert asyncio.run(start_stop(False)) == before  # not in someone else's process
+        assert asyncio.run(start_stop(True)) > before
+    finally:
+        gc.unfreeze()
