@@ -29,8 +29,8 @@ def default_replicas() -> int:
     """One replica per core but one: HAProxy, Ray's own processes and each replica's profiler need a core.
 
     Measured on 2 cores (bench_gateway.py, 20 s points): two replicas gave 1.48x the floor at c=32 against
-    1.28x for one, the same p99, but +0.63 ms at c=1 against +0.49, and with entity keys +2.2 ms against
-    +0.6 ms at c=1 (the 2 ms target); one replica meets every target there.
+    1.28x for one, the same p99, but +0.63 ms at c=1 against +0.49, and with entity keys +2.23 ms against
+    +1.27 ms at c=1 (the target is 2 ms); one replica meets every target there.
     """
     return max(1, (os.cpu_count() or 2) - 1)
 
