@@ -344,6 +344,22 @@ def test_logger_writes_profiles_per_window(tmp_path: Path) -> None:
     assert summary["x"]["count"] == 20 and "output.label" in summary
 
 
+def test_log_frame_keeps_multi_class_probabilities_as_one_list_per_row() -> None:
+    from gateway.inference_log import predictions_frame
+
+    def record(rid: str, proba: list[list[float]]) -> PredictionRecord:
+        n = len(proba)
+        return PredictionRecord(rid, time.time(), "m", 1, "production", {"x": np.arange(n, dtype=float)},
+                                {"label": np.zeros(n, dtype=int), "probabilities": np.array(proba)})
+
+    frame = predictions_frame([record("a", [[0.2, 0.8, 0.0]]), record("b", [[0.1, 0.1, 0.8], [1.0, 0.0, 0.0]])])
+    assert frame["output.probabilities"].tolist() == [[0.2, 0.8, 0.0], [0.1, 0.1, 0.8], [1.0, 0.0, 0.0]]
+    assert frame["request_id"].tolist() == ["a", "b", "b"] and frame["row"].tolist() == [0, 0, 1]
+    # a swap between a 3-class and a 4-class version inside one batch: widths differ, rows stay whole
+    mixed = predictions_frame([record("a", [[0.2, 0.8, 0.0]]), record("c", [[0.25, 0.25, 0.25, 0.25]])])
+    assert mixed["output.probabilities"].tolist() == [[0.2, 0.8, 0.0], [0.25, 0.25, 0.25, 0.25]]
+
+
 def test_profiles_come_from_a_child_process_that_is_replaced_if_it_dies(tmp_path: Path) -> None:
     """What the gateway runs: whylogs works in a child process, never in the replica holding the GIL."""
     from esteira.profiles import profile_summary
