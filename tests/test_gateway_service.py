@@ -344,6 +344,21 @@ def test_logger_writes_profiles_per_window(tmp_path: Path) -> None:
     assert summary["x"]["count"] == 20 and "output.label" in summary
 
 
+def test_writer_turns_records_into_rows_often_but_writes_files_per_flush_interval(tmp_path: Path) -> None:
+    """Building rows a little at a time keeps each GIL hold short; files stay one per flush interval."""
+    logger = InferenceLogger(str(tmp_path), flush_interval_s=60, profile=False)
+    logger.start()
+    try:
+        for i in range(10):
+            logger.log_prediction(PredictionRecord(f"r{i}", time.time(), "m", 1, "production",
+                                                   {"x": np.array([float(i)])}, {"label": np.array([1])}))
+        wait_for(lambda: not logger._buffer, timeout=5)  # compacted within compact_interval_s (0.5 s)
+        assert not list(tmp_path.rglob("*.parquet"))  # ... but no file before the flush interval
+    finally:
+        logger.stop()  # flushes
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1 and len(read_window("m", root=str(tmp_path))) == 10
+
+
 def test_log_frame_keeps_multi_class_probabilities_as_one_list_per_row() -> None:
     from gateway.inference_log import predictions_frame
 
