@@ -45,7 +45,8 @@ class GatewayConfig(BaseModel):
         "most this many rows (opportunistic, one event-loop yield, no timer); 0 or 1 turns batching off.")
     switch_interval_ms: float | None = Field(
         default=0.5, gt=0, description="The replica's GIL switch interval (Python's default is 5 ms): how long the "
-        "event loop can wait for the GIL while the log writer profiles a batch. None leaves Python's default.")
+        "event loop can wait for the GIL while a background thread (log writer, registry poll) holds it. None leaves "
+        "Python's default.")
     feast_lookup: bool = Field(default=True, description="Allow entity-key requests (online features from Feast).")
     inline_lookup_max_rows: int = Field(
         default=8, ge=0, description="Entity-key reads of up to this many entities from a local (SQLite) online store "

@@ -15,10 +15,10 @@ Why these options (FIELD-NOTES, Ray Serve):
   knobs (``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``, a 1000-record log buffer, router on the main
   loop, GC freeze at startup) are what ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` sets, which ``esteira serve``
   sets with HAProxy mode (``gateway.cli.HAPROXY_ENV``).
-* The GIL switch interval at 0.5 ms instead of 5 ms (``GatewayConfig.switch_interval_ms``): the log writer
-  turns a few seconds of requests into parquet and a whylogs profile (about 300 ms of Python for 8,000
-  rows), and with the default interval every request that arrives meanwhile waits up to 5 ms for the GIL
-  at each step, which is what showed up in the p99.
+* The GIL switch interval at 0.5 ms instead of 5 ms (``GatewayConfig.switch_interval_ms``): the replica's
+  background threads (the inference log writer, the registry poll) hand the GIL back to the event loop
+  sooner. The heavy parts of logging are kept small or out of the process anyway (rows built every
+  0.5 s, whylogs in a child process: :mod:`gateway.inference_log`, :mod:`gateway.profiler`).
 * The garbage collector's heap frozen once the replica has loaded everything (``gc.freeze()`` after the
   service's start): a full collection otherwise walks ~300,000 long-lived objects, 178 ms measured.
 * ``OMP_NUM_THREADS=1`` per replica: HistGradientBoosting otherwise spreads every one-row call over all

@@ -1,8 +1,9 @@
 """The inference log: every prediction and every piece of feedback, written off the request path.
 
 Requests only append a small record to a bounded in-memory buffer (a deque append: no I/O, no lock
-held across I/O, never an exception). A writer thread drains the buffer in micro-batches and writes,
-per model:
+held across I/O, never an exception). A writer thread turns the buffer into rows every 0.5 s (small
+pieces of work, so the event loop is never kept waiting for long) and writes them every
+``flush_interval_s``, per model:
 
     <root>/<model>/predictions/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet   one row per scored row
     <root>/<model>/feedback/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet      ground truth by request id
