@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import Float64, Int64, String
