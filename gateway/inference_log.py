@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gateway.profiler import META_COLUMNS, _fs, write_window_profiles
+from gateway.profiler import META_COLUMNS, ProfilerProcess, filesystem, write_window_profiles
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,6 @@ class InferenceLogger:
                  profile_window_s: int = 3600, profile: bool = True, profile_process: bool = False,
                  on_drop: Callable[[int], None] | None = None,
                  on_error: Callable[[], None] | None = None) -> None:
-        from gateway.profiler import ProfilerProcess
-
         self.root = root.rstrip("/")
         self._profiler = ProfilerProcess() if profile and profile_process else None
         self.buffer_size = buffer_size
@@ -156,7 +154,7 @@ class InferenceLogger:
         self.warm_up()  # a no-op when start-up already did it (lru_cache)
         last_write = time.monotonic()
         while not self._stopping.is_set():
-            self._wake.wait(min(self.compact_interval_s, self.flush_interval_s))
+            self._wake.wait(self.compact_interval_s)
             self._wake.clear()
             if time.monotonic() - last_write >= self.flush_interval_s:
                 self.flush()
@@ -189,12 +187,8 @@ class InferenceLogger:
             else:
                 self._pending_feedback.setdefault(record.model, []).append(record)
         for model, batch in predictions.items():
-            try:
-                self._pending_frames.setdefault(model, []).append(predictions_frame(batch))
-            except Exception:  # noqa: BLE001 - logging never takes the gateway down
-                log.exception("inference log records of %s could not be turned into rows", model)
-                if self._on_error is not None:
-                    self._on_error()
+            self._guarded(lambda: self._pending_frames.setdefault(model, []).append(  # noqa: B023
+                predictions_frame(batch)))  # noqa: B023
 
     def flush(self) -> int:
         """Write everything buffered now; returns the number of prediction rows written. Never raises."""
@@ -220,7 +214,7 @@ class InferenceLogger:
             return 0
 
     def _write_parquet(self, frame: pd.DataFrame, model: str, kind: str) -> str:
-        fs, root = _fs(self.root)
+        fs, root = filesystem(self.root)
         now = time.time()
         folder = f"{root}/{model}/{kind}/date={_utc(now):%Y-%m-%d}"
         fs.makedirs(folder, exist_ok=True)
@@ -315,7 +309,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 def _read_files(root: str, model: str, kind: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
-    fs, base = _fs(root)
+    fs, base = filesystem(root)
     folder = f"{base}/{model}/{kind}"
     if not fs.exists(folder):
         return pd.DataFrame()
@@ -373,7 +367,7 @@ def read_profile(model: str, start: datetime | None = None, end: datetime | None
     """One whylogs profile merging every window that starts in ``[start, end)``; None if there is none."""
     from esteira.profiles import merge_profiles
 
-    fs, base = _fs(root or _default_root())
+    fs, base = filesystem(root or _default_root())
     folder = f"{base}/{model}/profiles"
     if not fs.exists(folder):
         return None

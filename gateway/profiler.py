@@ -34,7 +34,8 @@ NICE_INCREMENT = 10
 META_COLUMNS = ("request_id", "row", "timestamp", "model", "model_version", "role")
 
 
-def _fs(root: str) -> tuple[Any, str]:
+def filesystem(root: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path inside it) of a log root: a folder or any fsspec URI."""
     from fsspec.core import url_to_fs
 
     return url_to_fs(root)
@@ -44,7 +45,7 @@ def write_window_profiles(frame: pd.DataFrame, root: str, model: str, window_s: 
     """Profile the production rows of one log batch, one whylogs profile per time window; returns the count."""
     from esteira.profiles import profile_frame
 
-    fs, base = _fs(root)
+    fs, base = filesystem(root)
     production = frame[frame["role"] == "production"]
     if production.empty:
         return 0
@@ -66,7 +67,7 @@ def write_window_profiles(frame: pd.DataFrame, root: str, model: str, window_s: 
 
 def profile_file(job: dict[str, Any]) -> int:
     """One job: ``{"root", "model", "path", "window_s"}``, ``path`` a parquet file of the log under ``root``."""
-    fs, _ = _fs(job["root"])
+    fs, _ = filesystem(job["root"])
     with fs.open(job["path"], "rb") as handle:
         frame = pd.read_parquet(handle)
     return write_window_profiles(frame, job["root"], job["model"], int(job["window_s"]))
