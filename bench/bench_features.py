@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from esteira.settings import Settings
+from core.settings import Settings
 from feature_repo import store as st
 from feature_repo.definitions import ENTITY_KEY, FEATURE_SERVICE
 from feature_repo.generator import generate_batch, load_labels

@@ -40,7 +40,7 @@ def main() -> None:
     import numpy as np
     import ray
 
-    from esteira.ray_runtime import ensure_ray
+    from core.ray_runtime import ensure_ray
     from feature_repo.generator import generate_batch, load_labels
     from feature_repo.store import data_dir
     from flows.features import FeastFetcher

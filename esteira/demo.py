@@ -1,13 +1,21 @@
-"""``esteira demo``: the whole loop, end to end, on the embedded default.
+"""``esteira demo PROJECT``: the whole loop, end to end, on a project, on the embedded default.
 
-1. the local stack: Prefect server, worker and deployments, a Ray head, the gateway on Ray Serve;
-2. example data generated and materialized into Feast; v1 trained across Ray, registered, promoted;
-3. realistic traffic (entity-key and inline requests) and ground-truth feedback; a monitor run that
-   finds nothing wrong;
-4. the generator switched to drift; drifted traffic; the monitor finds drift and emits a Prefect event;
-   the retrain deployment's trigger starts it on the worker; v2 is promoted and the gateway hot-loads it
-   while clients keep sending requests (every failure is counted);
+1. the project's local stack: Prefect server, worker and deployments, a Ray head, the gateway on Ray Serve;
+2. the project's scenario writes its baseline data; the materialize flow applies the definitions and loads
+   the online store; the train flow trains v1 across Ray, registers and promotes it;
+3. realistic traffic (entity-key and inline requests, rebuilt from the spec's label source) and
+   ground-truth feedback; a monitor run that finds nothing wrong;
+4. the scenario makes the world change (drift); drifted traffic; the monitor finds drift and emits a
+   Prefect event; the retrain deployment's trigger starts it on the worker; v2 is promoted and the gateway
+   hot-loads it while clients keep sending requests (every failure is counted);
 5. a summary: versions and metrics before and after, drift scores, what triggered what, stage timings.
+
+Everything about the domain comes from the project: its spec (model name, label, feature service), its
+label source (traffic and feedback) and ``scenario.py``, the one file a project adds to be demonstrated:
+
+    SPEC = "<spec name>"                        # the model the demo trains and watches
+    def baseline(root: Path, scale: float) -> dict  # write the first data; {"note", "changed_since"}
+    def drift(root: Path, scale: float) -> dict     # change the world; {"note", "changed_since"}
 
 Every flow here runs against the stack's Prefect server, so each one is in the UI with its artifacts.
 """
@@ -15,13 +23,17 @@ Every flow here runs against the stack's Prefect server, so each one is in the U
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -29,13 +41,38 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from esteira.settings import Settings, get_settings
+from core.project import Project
+from core.settings import Settings, get_settings
 
-MODEL = "churn"
+SCENARIO_FILE = "scenario.py"
+TRAFFIC_DAYS = 7
+"""Traffic replays the latest label of each entity from the last days of the label source."""
 
 
 class DemoFailed(RuntimeError):
     """A stage of the demo did not do what it should; the message says which and why."""
+
+
+def load_scenario(project: Project) -> ModuleType:
+    """The project's ``scenario.py``, imported with the project folder on ``sys.path`` (so it may import the
+    project's own modules, as Feast definition modules may)."""
+    path = project.root / SCENARIO_FILE
+    if not path.is_file():
+        raise DemoFailed(f"{project.root} has no {SCENARIO_FILE}: the demo needs one to write data and make it "
+                         "drift (the projects under esteira's examples/ folder show how)")
+    spec = importlib.util.spec_from_file_location(f"esteira_scenario_{abs(hash(path))}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    sys.path.insert(0, str(project.root))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(project.root))
+    for name in ("SPEC", "baseline", "drift"):
+        if not hasattr(module, name):
+            raise DemoFailed(f"{path} lacks {name} (see the esteira.demo docstring)")
+    return module
 
 
 @dataclass
@@ -82,9 +119,12 @@ class DemoSummary:
 class Demo:
     """One run of the demo. Stages are methods so that a test can read what each one checked."""
 
-    def __init__(self, *, customers: int, keep_up: bool, console: Console, requests_per_phase: int = 400,
-                 settings: Settings | None = None, retrain_timeout_s: float = 300.0) -> None:
-        self.customers = customers
+    def __init__(self, project: Project, *, keep_up: bool, console: Console, scale: float = 1.0,
+                 requests_per_phase: int = 400, settings: Settings | None = None,
+                 retrain_timeout_s: float = 300.0) -> None:
+        self.project = project
+        self.scenario = load_scenario(project)
+        self.scale = scale
         self.keep_up = keep_up
         self.console = console
         self.requests_per_phase = requests_per_phase
@@ -96,6 +136,10 @@ class Demo:
         self.reports: list[dict[str, Any]] = []
         self.swap: dict[str, Any] = {}
         self.last_summary: DemoSummary | None = None
+        from flows.spec import resolve_spec
+
+        self.spec = resolve_spec(self.scenario.SPEC, project)
+        self.model = self.spec.name
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -134,21 +178,29 @@ class Demo:
                          "gateway_docs": f"{info.gateway_url}/docs"}
             notes.append(f"{len(info.deployments)} deployments, UI {info.ui_url}, gateway {info.gateway_url}")
 
-    def prepare_data(self) -> None:
+    def write_and_materialize(self, step: str) -> str:
+        """The scenario writes data (``baseline`` or ``drift``); the materialize flow loads it from the moment
+        it changed (the data lies in the past: an incremental run alone would skip it)."""
         from flows.materialize import materialize_flow
 
-        with self.stage("data: generate and materialize into Feast") as notes:
-            history = materialize_flow(generate=True, batch="history", n_customers=self.customers)
-            recent = materialize_flow(generate=True, batch="recent", n_customers=self.customers)
-            notes.append(f"history {_rows(history)} rows, recent {_rows(recent)} rows materialized")
+        written = getattr(self.scenario, step)(self.project.root, self.scale)
+        since = written.get("changed_since")
+        report = materialize_flow(project=str(self.project.root),
+                                  start=since.isoformat() if isinstance(since, datetime) else since)
+        return f"{written.get('note', step)}; {_rows(report)} online rows written"
+
+    def prepare_data(self) -> None:
+        with self.stage("data: the scenario's baseline, materialized into Feast") as notes:
+            notes.append(self.write_and_materialize("baseline"))
 
     def train_v1(self) -> int:
         from flows.train import train_flow
 
+        metric = self.spec.metric
         with self.stage("train the baseline across Ray") as notes:
-            result = train_flow(spec=MODEL, parallel=True)
+            result = train_flow(spec=self.model, project=str(self.project.root), parallel=True)
             notes.append(f"v{result['version']} {result['best_family']} -> {result['alias']} "
-                         f"(holdout roc_auc {result['metrics'].get('holdout_roc_auc', float('nan')):.3f}, "
+                         f"(holdout {metric} {result['metrics'].get(f'holdout_{metric}', float('nan')):.4g}, "
                          f"{result['n_trials']} trials)")
         version = int(result["version"])
         if not result["promoted"]:
@@ -156,7 +208,7 @@ class Demo:
             # from a model trained before the drift, so make it the baseline, in the audit log's words.
             reg = self.registry()
             try:
-                reg.promote(MODEL, version, reason=f"esteira demo: baseline trained before the drift "
+                reg.promote(self.model, version, reason=f"esteira demo: baseline trained before the drift "
                                                    f"(the rule alone said: {result['reason']})", actor="esteira demo")
             finally:
                 reg.close()
@@ -167,37 +219,48 @@ class Demo:
         while time.monotonic() < deadline:
             try:
                 response = httpx.get(f"{self.gateway}/v1/models", timeout=5)
-                served = response.json().get("models", {}).get(MODEL, {}) if response.status_code == 200 else {}
+                served = response.json().get("models", {}).get(self.model, {}) if response.status_code == 200 else {}
                 if served.get("version") == version:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise DemoFailed(f"the gateway did not serve {MODEL} v{version} within {timeout:.0f}s")
+        raise DemoFailed(f"the gateway did not serve {self.model} v{version} within {timeout:.0f}s")
 
-    def traffic_rows(self) -> tuple[pd.DataFrame, list[str]]:
-        """Rows of the current 'recent' batch with their point-in-time features (for inline requests)."""
-        from feature_repo.generator import load_labels
-        from feature_repo.store import feature_names, open_store, training_frame
+    def traffic_rows(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Rows of the label source's last days, with their point-in-time features (for inline requests),
+        and the production version's signature (what a request carries)."""
+        from feature_repo.offline import training_frame
+        from feature_repo.store import open_store
+        from flows.features import read_labels
 
-        labels = load_labels(batch="recent")
-        # Each customer's latest label: the online store holds the latest features, so these are the
-        # requests whose served features match the moment the label describes.
-        labels = labels.sort_values("event_timestamp").groupby("customer_id", as_index=False).tail(1)
+        reg = self.registry()
+        try:
+            signature = reg.get_by_alias(self.model, "production").signature
+        finally:
+            reg.close()
+        ts = self.spec.labels.timestamp_column
+        keys = [k["name"] for k in signature.get("entity_keys", [])]
+        labels = read_labels(self.spec.labels, self.project)
+        labels = labels[labels[ts] >= labels[ts].max() - timedelta(days=TRAFFIC_DAYS)]
+        # Each entity's latest label: the online store holds the latest features, so these are the requests
+        # whose served features match the moment the label describes.
+        labels = labels.sort_values(ts).groupby(keys, as_index=False).tail(1)
         sample = labels.sample(n=min(self.requests_per_phase, len(labels)), random_state=self.rng.randint(0, 9999))
-        store = open_store()
-        frame = training_frame(store, "churn_v1", sample.reset_index(drop=True))
-        return frame, feature_names(store, "churn_v1")
+        frame = training_frame(open_store(self.project), self.spec.feature_service, sample.reset_index(drop=True),
+                               timestamp=ts)
+        return frame, signature
 
-    def send_traffic(self, frame: pd.DataFrame, features: list[str], *, concurrency: int = 8) -> LoadStats:
+    def send_traffic(self, frame: pd.DataFrame, signature: dict[str, Any], *, concurrency: int = 8) -> LoadStats:
         """One request per row, alternating entity-key and inline requests; then feedback for each."""
         stats = LoadStats()
         feedback: list[dict[str, Any]] = []
+        label = self.spec.label
 
         async def one(client: httpx.AsyncClient, i: int, row: pd.Series) -> None:
-            data = await _predict(client, _request_body(row, features, by_entity=i % 2 == 0), stats)
+            data = await _predict(client, self.model, _request_body(row, signature, by_entity=i % 2 == 0), stats)
             if data is not None:
-                feedback.append({"request_id": data["request_id"], "label": int(row["churned"])})
+                feedback.append({"request_id": data["request_id"], "label": _plain(row[label])})
 
         async def main() -> None:
             limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -211,7 +274,7 @@ class Demo:
 
                 await asyncio.gather(*(guarded(i, row) for i, row in queue))
                 for start in range(0, len(feedback), 500):
-                    response = await client.post(f"/v1/models/{MODEL}/feedback",
+                    response = await client.post(f"/v1/models/{self.model}/feedback",
                                                  json={"items": feedback[start:start + 500]})
                     response.raise_for_status()
 
@@ -223,12 +286,13 @@ class Demo:
 
         time.sleep(self.flush_wait_s)  # the gateway writes its log in micro-batches
         # No cool-down here: the demo may run twice within minutes, and each run must show the trigger.
-        # A deployed monitor keeps the spec's cool-down (see flows/specs/churn.yaml).
-        result = monitor(model_name=MODEL, start=start, end=datetime.now(UTC) + timedelta(seconds=1),
-                         trigger=trigger, policy={"cooldown_minutes": 0})  # type: ignore[arg-type]
+        # A deployed monitor keeps the spec's cool-down.
+        result = monitor(model_name=self.model, start=start, end=datetime.now(UTC) + timedelta(seconds=1),
+                         trigger=trigger, policy={"cooldown_minutes": 0},  # type: ignore[arg-type]
+                         project=str(self.project.root))
         reg = self.registry()
         try:
-            saved = next((r for r in reg.reports(MODEL, limit=20) if r.id == result["report_id"]), None)
+            saved = reg.get_report(result["report_id"])
         finally:
             reg.close()
         if saved is not None:
@@ -241,8 +305,8 @@ class Demo:
     def traffic_then_monitor(self, *, trigger: str) -> tuple[LoadStats, dict[str, Any]]:
         """Labelled traffic on the current 'recent' batch, then a monitor run over exactly that window."""
         start = datetime.now(UTC) - timedelta(seconds=1)
-        frame, features = self.traffic_rows()
-        stats = self.send_traffic(frame, features)
+        frame, signature = self.traffic_rows()
+        stats = self.send_traffic(frame, signature)
         if stats.failed:
             raise DemoFailed(f"{stats.failed} of {stats.sent} requests failed: {stats.errors}")
         return stats, self.monitor(start, trigger=trigger)
@@ -254,10 +318,8 @@ class Demo:
                          f"{report.get('decision')} (drift share {_share(report)})")
 
     def drift_phase(self) -> tuple[dict[str, Any], float]:
-        from flows.materialize import materialize_flow
-
-        with self.stage("drift: generator in drift mode, drifted traffic, monitor") as notes:
-            materialize_flow(generate=True, batch="recent", drift=True, n_customers=self.customers)
+        with self.stage("drift: the scenario changes the world, drifted traffic, monitor") as notes:
+            notes.append(self.write_and_materialize("drift"))
             _, report = self.traffic_then_monitor(trigger="event")
             decided_at = time.time()
             notes.append(f"monitor: {report.get('decision')} (drift share {_share(report)}; "
@@ -270,21 +332,22 @@ class Demo:
         """Keep clients busy while the event-triggered retrain runs; stop once v2 has answered a while."""
         reg = self.registry()
         stats = LoadStats()
-        frame, features = self.traffic_rows()
+        frame, signature = self.traffic_rows()
         rows = [r for _, r in frame.iterrows()]
         state: dict[str, Any] = {"promoted_at": None, "v2": None}
 
         async def client_loop(client: httpx.AsyncClient, worker: int, stop: asyncio.Event) -> None:
             i = worker
             while not stop.is_set():
-                await _predict(client, _request_body(rows[i % len(rows)], features, by_entity=i % 2 == 0), stats)
+                await _predict(client, self.model, _request_body(rows[i % len(rows)], signature,
+                                                                 by_entity=i % 2 == 0), stats)
                 i += 1
                 await asyncio.sleep(0.02)
 
         async def watcher(stop: asyncio.Event) -> None:
             deadline = time.monotonic() + self.retrain_timeout_s
             while time.monotonic() < deadline:
-                current = await asyncio.to_thread(reg.resolve_alias, MODEL, "production")
+                current = await asyncio.to_thread(reg.resolve_alias, self.model, "production")
                 if current is not None and current != v1 and state["promoted_at"] is None:
                     state["v2"], state["promoted_at"] = current, time.time()
                 if state["v2"] and state["v2"] in stats.first_seen and \
@@ -336,7 +399,7 @@ class Demo:
                 v1 = self.train_v1()
                 with self.stage("gateway serves the baseline") as notes:
                     self.wait_served(v1)
-                    notes.append(f"{self.gateway}/v1/models/{MODEL}/predict answers with v{v1}")
+                    notes.append(f"{self.gateway}/v1/models/{self.model}/predict answers with v{v1}")
                 self.steady_phase()
                 _, decided_at = self.drift_phase()
                 self.retrain_under_load(v1, decided_at)
@@ -356,12 +419,13 @@ class Demo:
         versions: list[dict[str, Any]] = []
         try:
             reg = self.registry()
-            aliases = reg.aliases(MODEL)
-            for mv in reversed(reg.list_versions(MODEL)):
+            aliases = reg.aliases(self.model)
+            metric = self.spec.metric
+            for mv in reversed(reg.list_versions(self.model)):
                 versions.append({"version": mv.version, "family": mv.params.get("family"),
                                  "aliases": [a for a, v in aliases.items() if v == mv.version],
-                                 "holdout_roc_auc": mv.metrics.get("holdout_roc_auc"),
-                                 "production_holdout_roc_auc": mv.metrics.get("production_holdout_roc_auc"),
+                                 "holdout_metric": mv.metrics.get(f"holdout_{metric}"),
+                                 "production_holdout_metric": mv.metrics.get(f"production_holdout_{metric}"),
                                  "flow_run_id": mv.flow_run_id})
             reg.close()
         except Exception as exc:  # noqa: BLE001 - a summary must not hide the real failure
@@ -380,14 +444,15 @@ class Demo:
             table.add_row(name, f"{seconds:.1f}")
         table.add_row("[bold]total", f"[bold]{sum(s for _, s, _ in summary.stages):.1f}")
         self.console.print(table)
-        versions = Table(title=f"Versions of {MODEL}")
-        for column in ("version", "family", "aliases", "holdout roc_auc", "production's roc_auc, same holdout"):
+        metric = self.spec.metric
+        versions = Table(title=f"Versions of {self.model}")
+        for column in ("version", "family", "aliases", f"holdout {metric}", f"production's {metric}, same holdout"):
             versions.add_column(column)
         for v in summary.versions:
             if "error" in v:
                 continue
             versions.add_row(str(v["version"]), str(v["family"]), ", ".join(v["aliases"]) or "-",
-                             _fmt(v["holdout_roc_auc"]), _fmt(v["production_holdout_roc_auc"]))
+                             _fmt(v["holdout_metric"]), _fmt(v["production_holdout_metric"]))
         self.console.print(versions)
         for report in summary.reports:
             drift = report.get("drift") or {}
@@ -409,19 +474,24 @@ class Demo:
         self.console.print("[bold green]demo finished[/]" if summary.ok else "[bold red]demo failed[/]")
 
 
-def _request_body(row: pd.Series, features: list[str], *, by_entity: bool) -> dict[str, Any]:
-    """An entity-key request (features from the online store) or the same row's features inline."""
+def _request_body(row: pd.Series, signature: dict[str, Any], *, by_entity: bool) -> dict[str, Any]:
+    """An entity-key request (features from the online store) or the same row's inputs inline."""
     if by_entity:
-        return {"entities": {"customer_id": int(row["customer_id"])},
-                "request_data": {"days_until_renewal": int(row["days_until_renewal"])}}
-    return {"inputs": {name: _plain(row[name]) for name in features}}
+        request = [f["name"] for f in signature.get("request_fields", [])] + signature.get("request_features", [])
+        body: dict[str, Any] = {"entities": {k["name"]: _plain(row[k["name"]])
+                                             for k in signature.get("entity_keys", [])}}
+        if request:
+            body["request_data"] = {name: _plain(row[name]) for name in request}
+        return body
+    return {"inputs": {c["name"]: _plain(row[c["name"]]) for c in signature.get("inputs", [])}}
 
 
-async def _predict(client: httpx.AsyncClient, body: dict[str, Any], stats: LoadStats) -> dict[str, Any] | None:
+async def _predict(client: httpx.AsyncClient, model: str, body: dict[str, Any], stats: LoadStats
+                   ) -> dict[str, Any] | None:
     """One prediction, recorded in ``stats``; the response body when it succeeded."""
     started = time.perf_counter()
     try:
-        response = await client.post(f"/v1/models/{MODEL}/predict", json=body)
+        response = await client.post(f"/v1/models/{model}/predict", json=body)
     except httpx.HTTPError as exc:
         stats.record(False, 0.0, None, f"{type(exc).__name__}: {exc}")
         return None

@@ -1,5 +1,5 @@
-"""The local Prefect stack: a Prefect server, the ``esteira-local`` process work pool, a worker, and
-the deployments of ``deployments.yaml``, all under ``ESTEIRA_HOME``.
+"""The local stack of a project: a Prefect server, the ``esteira-local`` process work pool, a worker, the
+deployments of ``deployments.yaml``, a Ray head and the gateway, all under the project's ``ESTEIRA_HOME``.
 
 Why a stack and not ephemeral mode: in ephemeral mode every process starts its own temporary server
 (~10 s each) and nothing stays up to run schedules, evaluate automations (the drift -> retrain
@@ -15,7 +15,11 @@ State: pids, URLs and log paths go to ``<home>/stack.json``; logs to ``<home>/lo
 are started in their own session (process group) so that ``stop_stack`` can end exactly them and
 their children, by id, and they outlive the ``esteira up`` command that started them.
 
-The same functions serve the CLI (:mod:`esteira.stack_cli`), the end-to-end demo and the tests.
+Project: the worker, the Ray head and the gateway get ``ESTEIRA_PROJECT`` (absolute), so every flow run the
+worker starts, from a schedule, the UI or an event trigger, acts on that project unless its ``project``
+parameter says otherwise.
+
+The same functions serve the CLI (:mod:`esteira.commands.stack`), the end-to-end demo and the tests.
 POSIX only (process groups, ``fcntl``), like the rest of the local tooling.
 """
 
@@ -39,7 +43,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from esteira.settings import PROJECT_ROOT, Settings, get_settings
+from core.settings import ESTEIRA_ROOT, Settings, get_settings
 
 WORK_POOL = "esteira-local"
 """The process work pool every deployment in ``deployments.yaml`` targets."""
@@ -83,7 +87,8 @@ class StackInfo:
     ui_url: str
     prefect_home: str
     work_pool: str
-    project_dir: str
+    project_dir: str  # where deployments.yaml was deployed from (esteira's own folder)
+    project: str | None = None  # the user's project the flows act on
     server_pid: int | None = None
     worker_pid: int | None = None
     scheduler: bool = True
@@ -178,6 +183,8 @@ def stack_env(settings: Settings | None = None) -> dict[str, str]:
         "PREFECT_WORKER_QUERY_SECONDS": "5",
         "ESTEIRA_HOME": str(s.home),
     }
+    if s.project is not None:
+        env["ESTEIRA_PROJECT"] = str(s.project)
     if s.prefect_database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = s.prefect_database_url
     return env
@@ -403,8 +410,9 @@ def _write_stack(settings: Settings, info: StackInfo) -> None:
 
 
 def find_project_dir(project_dir: Path | None = None) -> Path:
-    """The folder holding ``deployments.yaml``: given, else the source checkout, else the cwd."""
-    candidates = [project_dir] if project_dir else [PROJECT_ROOT, Path.cwd()]
+    """The folder holding ``deployments.yaml`` (esteira's own, whose flow files the entrypoints name):
+    given, else esteira's source folder, else the current folder."""
+    candidates = [project_dir] if project_dir else [ESTEIRA_ROOT, Path.cwd()]
     for candidate in candidates:
         if candidate is not None and (candidate / DEPLOYMENTS_FILE).is_file():
             return candidate.resolve()
@@ -434,8 +442,8 @@ def deploy(
     """Register the deployments (and their trigger automations) with the stack's server.
 
     Runs ``prefect deploy --all --prefect-file deployments.yaml`` from the project folder, so the
-    working directory recorded for the runs is this checkout (no ``pull:`` step in the file, see
-    FIELD-NOTES). Upserts: running it again updates the deployments and replaces their automations.
+    working directory recorded for the runs is this checkout (no ``pull:`` step in the file: deploy then
+    records the folder it ran from, and a committed absolute path would not be portable). Upserts: running it again updates the deployments and replaces their automations.
     Deployments whose flow file does not exist yet are skipped with a note rather than failing the
     rest. Returns (deployed, skipped).
     """
@@ -616,22 +624,14 @@ def deploy_gateway(settings: Settings | None = None, *, timeout: float = 120.0) 
     The one replica reserves no CPU: on a laptop the cores are shared with training.
     """
     import ray
-    from ray import serve
 
-    from esteira.ray_runtime import ensure_ray
-    from gateway.config import GatewayConfig
-    from gateway.deployment import DEFAULT_ACTOR_OPTIONS, Gateway
+    from core.ray_runtime import ensure_ray
+    from gateway.launch import deploy
 
     s = _settings(settings)
-    url = gateway_url(s)
     if not ray.is_initialized():
         ensure_ray(local_ray_address(s))
-    serve.start(http_options={"host": s.gateway_host, "port": s.gateway_port},
-                logging_config={"enable_access_log": False})
-    config = GatewayConfig().resolved().model_copy(update={"predict_token": None, "admin_token": None})
-    application = Gateway.options(num_replicas=1, ray_actor_options={**DEFAULT_ACTOR_OPTIONS, "num_cpus": 0}
-                                  ).bind(config.to_args())
-    serve.run(application, name="esteira", route_prefix="/", blocking=False)
+    url = deploy(host=s.gateway_host, port=s.gateway_port, replicas=1, replica_cpus=0)
     _wait(lambda: _http_ok(f"{url}/v2/health/live"), timeout, f"gateway at {url}")
     return url
 
@@ -693,7 +693,7 @@ def start_stack(
         env = child_env(s)
         info = StackInfo(
             api_url=api_url(s), ui_url=ui_url(s), prefect_home=str(prefect_home(s)), work_pool=WORK_POOL,
-            project_dir=str(root),
+            project_dir=str(root), project=str(s.project) if s.project else None,
             server_pid=previous.server_pid if previous and server_reused else None,
             worker_pid=(previous.worker_pid if previous and pid_running(previous.worker_pid, WORKER_MARK)
                         else None),

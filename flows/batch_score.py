@@ -10,24 +10,29 @@ names the model and version that produced it.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow
 
+from core.project import Project, current_project
 from flows.errors import TrainingInputError
 from flows.evaluate import columns_of
-from flows.features import FeastFetcher, FeatureFetcher, read_entities
+from flows.features import FeastFetcher, FeatureFetcher, read_rows
+from flows.tasks import task_of
 from flows.validation import coerce_features
 from registry import ModelRef, Registry
 
 Mode = Literal["offline", "online"]
+log = logging.getLogger("esteira.flows.batch_score")
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,6 @@ class ScoreResult:
     version: int
     rows: int
     rows_with_missing_features: int
-    positives: int
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,19 +51,20 @@ class ScoreResult:
 def default_output(model_name: str, version: int, settings: Any = None) -> str:
     """``<home>/predictions/<model>/v<version>-<UTC timestamp>.parquet``."""
     if settings is None:
-        from esteira.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return str(Path(settings.home) / "predictions" / model_name / f"v{version}-{stamp}.parquet")
 
 
-def _features(fetcher: FeatureFetcher, feature_service: str, entities: pd.DataFrame, mode: Mode) -> pd.DataFrame:
+def _features(fetcher: FeatureFetcher, feature_service: str, entities: pd.DataFrame, mode: Mode,
+              timestamp: str) -> pd.DataFrame:
     """Entities joined with their features; the fetcher picks the keys and request fields it needs."""
     if mode == "offline":
-        if "event_timestamp" not in entities.columns:
-            entities = entities.assign(event_timestamp=pd.Timestamp.now(tz=UTC))
-        return fetcher.historical(feature_service, entities)
+        if timestamp not in entities.columns:
+            entities = entities.assign(**{timestamp: pd.Timestamp.now(tz=UTC)})
+        return fetcher.historical(feature_service, entities, timestamp)
     online = fetcher.online(feature_service, entities.to_dict(orient="records"))
     return pd.concat([entities.reset_index(drop=True),
                       online.drop(columns=[c for c in online.columns if c in entities.columns])], axis=1)
@@ -78,59 +83,81 @@ def write_parquet(frame: pd.DataFrame, uri: str) -> str:
     return uri
 
 
-def batch_score(model: str = "churn@production", entities: pd.DataFrame | str = "labels", *,
-                output: str | None = None, mode: Mode = "offline", registry: Registry | None = None,
-                fetcher: FeatureFetcher | None = None) -> ScoreResult:
-    """Score ``entities`` (a DataFrame, a parquet path/URI, or ``labels``) with ``model`` (``name@alias``
-    or ``name:version``); returns where the predictions were written and counts."""
+def batch_score(model: str, entities: pd.DataFrame | str, *, output: str | None = None, mode: Mode = "offline",
+                timestamp: str = "event_timestamp", project: Project | str | None = None,
+                registry: Registry | None = None, fetcher: FeatureFetcher | None = None) -> ScoreResult:
+    """Score ``entities`` with ``model`` (``name@alias`` or ``name:version``); returns where the predictions
+    were written and counts.
+
+    ``entities``: a DataFrame, or a parquet/CSV path (relative to the project) or fsspec URI, holding the
+    feature service's join keys, the request fields and request features the model needs, and (offline
+    mode) ``timestamp``, the moment to read features as of (default: now). Output rows keep the keys and
+    timestamp and add the model's outputs (``label`` and ``probability``/``probabilities``, or
+    ``prediction``), the model name and version.
+    """
     started = datetime.now(UTC)
     registry = registry or Registry.from_url()
-    fetcher = fetcher or FeastFetcher()
+    resolved = current_project(project) if (project is not None or fetcher is None
+                                            or isinstance(entities, str)) else None
+    fetcher = fetcher or FeastFetcher(resolved)
     mv = registry.get(ModelRef.parse(model))
     if not mv.feature_service:
         raise TrainingInputError(f"{mv.ref} records no feature service: cannot fetch its features")
-    frame = read_entities(entities) if isinstance(entities, str) else entities
-    entity_key = mv.signature.get("entity_key", "customer_id")
-    if entity_key not in frame.columns:
-        raise TrainingInputError(f"entities lack the entity key {entity_key!r} of {mv.ref}")
+    if isinstance(entities, str):
+        assert resolved is not None
+        frame = read_rows(resolved.resolve(entities), timestamp=timestamp, what="entities")
+    else:
+        frame = entities
     if frame.empty:
         raise TrainingInputError("no entities to score")
+    keys = [k["name"] for k in mv.signature.get("entity_keys", [])] or list(fetcher.service(mv.feature_service).keys)
+    needed = [*keys, *(f["name"] for f in mv.signature.get("request_fields", [])),
+              *mv.signature.get("request_features", [])]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise TrainingInputError(f"entities lack column(s) {missing} that {mv.ref} needs (join keys {keys}, "
+                                 "request fields and request features)")
     inputs = [c["name"] for c in mv.signature.get("inputs", [])]
     schema = {c["name"]: c.get("dtype", "float64") for c in mv.signature.get("inputs", [])}
-    feature_cols = [c for c in frame.columns if c in schema]
-    base = frame.drop(columns=feature_cols)
-    joined = coerce_features(_features(fetcher, mv.feature_service, base, mode), schema)
+    request_features = set(mv.signature.get("request_features", []))
+    base = frame.drop(columns=[c for c in frame.columns if c in schema and c not in request_features])
+    joined = coerce_features(_features(fetcher, mv.feature_service, base, mode, timestamp), schema)
     predictor = registry.load_predictor(mv)
     out = predictor.predict(columns_of(joined, inputs))
-    keep = [c for c in (entity_key, "event_timestamp") if c in joined.columns]
+    keep = [c for c in (*keys, timestamp) if c in joined.columns]
     result = joined[keep].copy()
-    result["label"] = out["label"]
-    if "probability" in out:
-        result["probability"] = out["probability"]
+    task = task_of(mv.signature)
+    for name, values in out.items():
+        values = np.asarray(values)
+        result[name] = list(values) if values.ndim > 1 else values
     result["model_name"] = mv.model_name
     result["model_version"] = mv.version
     result["scored_at"] = started
-    missing = int(joined[inputs].isna().any(axis=1).sum())
+    missing_rows = int(joined[inputs].isna().any(axis=1).sum())
     path = write_parquet(result, output or default_output(mv.model_name, mv.version))
+    log.info("batch scored %d rows with %s (%s)", len(result), mv.ref, task)
     return ScoreResult(path=path, model_name=mv.model_name, version=mv.version, rows=len(result),
-                       rows_with_missing_features=missing, positives=int((result["label"] == 1).sum()),
+                       rows_with_missing_features=missing_rows,
                        seconds=round((datetime.now(UTC) - started).total_seconds(), 3))
 
 
 @flow(name="batch-score", log_prints=True)
-def batch_score_flow(model: str = "churn@production", entities: str = "labels", output: str | None = None,
-                     mode: str = "offline", database_url: str | None = None) -> dict[str, Any]:
-    """Score a parquet of entities (or the label source) with a registered model; writes parquet."""
+def batch_score_flow(model: str, entities: str, output: str | None = None, mode: str = "offline",
+                     timestamp: str = "event_timestamp", project: str | None = None,
+                     database_url: str | None = None) -> dict[str, Any]:
+    """Score a parquet/CSV of entities (path relative to the project, or a URI) with a registered model
+    (``name@alias`` or ``name:version``); writes parquet and a ``batch-score`` artifact."""
     from prefect.artifacts import create_markdown_artifact
 
     registry = Registry.from_url(database_url)
     try:
-        result = batch_score(model, entities, output=output, mode=mode, registry=registry)  # type: ignore[arg-type]
+        result = batch_score(model, entities, output=output, mode=mode, timestamp=timestamp,  # type: ignore[arg-type]
+                             project=project, registry=registry)
     finally:
         registry.close()
     create_markdown_artifact(
         key="batch-score",
         markdown=(f"# Batch score: {result.model_name} v{result.version}\n\n{result.rows} rows -> `{result.path}`; "
-                  f"{result.positives} predicted positive; {result.rows_with_missing_features} with missing features."),
+                  f"{result.rows_with_missing_features} with missing features."),
     )
     return result.to_dict()

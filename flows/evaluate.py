@@ -1,7 +1,7 @@
 """Time-based holdout, the final refit, and the comparison with production on the same rows.
 
-Why time-based: a churn model is used on the future, so it is judged on the last part of the time
-range, never on rows shuffled in from its own training period. Why the same holdout for production:
+Why time-based: a model is used on the future, so it is judged on the last part of the time range,
+never on rows shuffled in from its own training period. Why the same holdout for production:
 "the new model scores 0.86" means nothing next to production's 0.84 measured a month ago on other
 data; both are scored here, on the same rows, through the same predictor code the gateway runs
 (``registry.flavors``' predictor), so the promotion decision compares like with like.
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from flows.errors import TrainingInputError
 from flows.estimators import build_pipeline
+from flows.tasks import Task, is_classification, metrics_for, task_of
 from registry import Registry
 from registry.errors import NotFound, RegistryError
 from registry.flavors.sklearn import SklearnPredictor
@@ -40,7 +40,7 @@ class ProductionComparison:
     reason: str = ""
 
 
-def time_holdout(frame: pd.DataFrame, *, timestamp: str, fraction: float, label: str) -> Split:
+def time_holdout(frame: pd.DataFrame, *, timestamp: str, fraction: float, label: str, task: Task) -> Split:
     """The last ``fraction`` of rows by time is the holdout; a timestamp never straddles the cut."""
     ordered = frame.sort_values(timestamp, kind="stable").reset_index(drop=True)
     n_train = math.floor(len(ordered) * (1 - fraction))
@@ -52,42 +52,20 @@ def time_holdout(frame: pd.DataFrame, *, timestamp: str, fraction: float, label:
     if train.empty or holdout.empty:
         raise TrainingInputError(f"every row has the same timestamp {cutoff}: no time-based holdout possible")
     for part, rows in (("training part", train), ("holdout", holdout)):
-        if rows[label].nunique() < 2:
+        if is_classification(task) and rows[label].nunique() < 2:
             raise TrainingInputError(f"the {part} (cut at {cutoff}) has only one label class: "
                                      "more data or another holdout fraction is needed")
     return Split(train.reset_index(drop=True), holdout.reset_index(drop=True), cutoff)
 
 
 def fit_final(family: str, params: dict[str, Any], X: pd.DataFrame, y: np.ndarray, numeric: list[str],
-              categorical: list[str]) -> Any:
+              categorical: list[str], task: Task) -> Any:
     """Refit the chosen configuration on the whole training part, single-threaded (deterministic)."""
     from threadpoolctl import threadpool_limits
 
-    pipeline = build_pipeline(family, params, numeric, categorical)
+    pipeline = build_pipeline(family, params, numeric, categorical, task)
     with threadpool_limits(limits=1):
         return pipeline.fit(X, y)
-
-
-def score(metric: str, y_true: np.ndarray, probability: np.ndarray, label: np.ndarray) -> float:
-    """The spec's metric (scikit-learn scorer semantics: higher is better) from predictions."""
-    y = np.asarray(y_true).astype(int)
-    p = np.asarray(probability, dtype=float)
-    lab = np.asarray(label).astype(int)
-    if metric == "roc_auc":
-        return float(skm.roc_auc_score(y, p))
-    if metric == "average_precision":
-        return float(skm.average_precision_score(y, p))
-    if metric == "accuracy":
-        return float(skm.accuracy_score(y, lab))
-    if metric == "balanced_accuracy":
-        return float(skm.balanced_accuracy_score(y, lab))
-    if metric == "f1":
-        return float(skm.f1_score(y, lab))
-    if metric == "neg_log_loss":
-        return -float(skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]))
-    if metric == "neg_brier_score":
-        return -float(skm.brier_score_loss(y, p))
-    raise ValueError(f"unknown metric {metric!r}")
 
 
 def columns_of(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
@@ -95,34 +73,29 @@ def columns_of(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
     return {name: frame[name].to_numpy() for name in names}
 
 
-def evaluate_predictor(predictor: Any, frame: pd.DataFrame, inputs: list[str], label: str,
+def evaluate_predictor(predictor: Any, frame: pd.DataFrame, signature: dict[str, Any], label: str,
                        metric: str) -> dict[str, float]:
-    """Holdout metrics of a predictor: the spec's metric plus a few standard ones for the record."""
+    """Holdout metrics of a predictor: the spec's metric plus the task's standard ones, for the record."""
+    inputs = [c["name"] for c in signature.get("inputs", [])]
     out = predictor.predict(columns_of(frame, inputs))
-    y = frame[label].to_numpy()
-    result = {metric: score(metric, y, out["probability"], out["label"])}
-    for extra in ("roc_auc", "average_precision", "accuracy", "neg_log_loss"):
-        if extra not in result:
-            try:
-                result[extra] = score(extra, y, out["probability"], out["label"])
-            except ValueError:
-                pass
-    return result
+    return metrics_for(task_of(signature), metric, frame[label].to_numpy(), out, signature.get("classes"))
 
 
 def evaluate_candidate(model: Any, signature: dict[str, Any], holdout: pd.DataFrame, label: str,
                        metric: str) -> dict[str, float]:
-    predictor = SklearnPredictor(model, signature)
-    return evaluate_predictor(predictor, holdout, predictor.input_names, label, metric)
+    return evaluate_predictor(SklearnPredictor(model, signature), holdout, signature, label, metric)
 
 
 def evaluate_production(registry: Registry, model_name: str, alias: str, holdout: pd.DataFrame, label: str,
-                        metric: str) -> ProductionComparison:
+                        metric: str, candidate_signature: dict[str, Any]) -> ProductionComparison:
     """Load the version behind ``alias`` (hash verified) and score it on ``holdout``."""
     try:
         mv = registry.get_by_alias(model_name, alias)
     except NotFound:
         return ProductionComparison(None, None, f"no {alias} version yet")
+    if task_of(mv.signature) != task_of(candidate_signature):
+        return ProductionComparison(mv.version, None, f"{alias} v{mv.version} is a {task_of(mv.signature)} "
+                                    f"model, this one {task_of(candidate_signature)}")
     inputs = [c["name"] for c in mv.signature.get("inputs", [])]
     missing = [c for c in inputs if c not in holdout.columns]
     if missing:
@@ -130,7 +103,7 @@ def evaluate_production(registry: Registry, model_name: str, alias: str, holdout
                                     f"{alias} v{mv.version} needs features absent from this holdout: {missing}")
     try:
         predictor = registry.load_predictor(mv)
-        value = evaluate_predictor(predictor, holdout, inputs, label, metric)[metric]
+        value = evaluate_predictor(predictor, holdout, mv.signature, label, metric)[metric]
     except (RegistryError, ValueError, KeyError) as exc:
         return ProductionComparison(mv.version, None, f"{alias} v{mv.version} could not be scored: {exc}")
     return ProductionComparison(mv.version, value)

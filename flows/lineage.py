@@ -1,7 +1,9 @@
-"""What a model version records about the code and packages that made it.
+"""What a model version records about the software that made it.
 
-The code version is the git commit of the project (with ``-dirty`` when tracked files changed
-since), or the installed package version when there is no git checkout (a wheel, a container).
+The project's own code version (its git commit, or a hash of its definition and spec files) comes from
+:meth:`core.project.Project.code_version`; this module records the packages: esteira itself (with the git
+commit of a source checkout, since a checkout's package version does not change between commits) and the
+libraries whose versions change a model's numbers.
 """
 
 from __future__ import annotations
@@ -9,37 +11,34 @@ from __future__ import annotations
 import subprocess
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES: tuple[str, ...] = ("esteira", "scikit-learn", "numpy", "pandas", "scipy", "pyarrow", "skops",
-                             "ray", "prefect", "feast", "whylogs", "threadpoolctl")
+from core.settings import ESTEIRA_ROOT
 
-
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
-                              timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+PACKAGES: tuple[str, ...] = ("scikit-learn", "numpy", "pandas", "scipy", "pyarrow", "skops", "ray", "prefect",
+                             "feast", "whylogs", "threadpoolctl")
 
 
 @lru_cache(maxsize=1)
-def code_version() -> str:
-    """``<git sha>[-dirty]``, else ``esteira==<version>``."""
-    sha = _git("rev-parse", "HEAD")
-    if sha:
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-        return f"{sha}-dirty" if dirty else sha
+def esteira_version() -> str:
+    """``<version>`` of the installed package, ``+g<sha>[.dirty]`` added for a git checkout of esteira."""
     try:
-        return f"esteira=={version('esteira')}"
+        base = version("esteira")
     except PackageNotFoundError:
-        return "unknown"
+        base = "0.0.0"
+    try:
+        done = subprocess.run(["git", "-C", str(ESTEIRA_ROOT), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return base
+    if done.returncode != 0 or not (ESTEIRA_ROOT / "pyproject.toml").is_file():
+        return base
+    dirty = subprocess.run(["git", "-C", str(ESTEIRA_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    return f"{base}+g{done.stdout.strip()}{'.dirty' if dirty else ''}"
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    out: dict[str, str] = {}
+    out: dict[str, str] = {"esteira": esteira_version()}
     for name in names:
         try:
             out[name] = version(name)

@@ -1,13 +1,14 @@
-"""Materialize flow: (optionally generate a batch,) apply the Feast definitions, load the online store.
+"""Materialize flow: sync the project's Feast definitions, then load the online store.
 
-The logic lives in plain functions (:func:`run_materialize` and the steps it calls) so it can be
-called and tested without Prefect; :func:`materialize_flow` wraps the same steps as tasks, with
-retries on the steps whose faults can be transient (registry file or SQL registry busy, Redis
-unreachable for a moment). Materialization of an interval is idempotent, so a retry is safe.
+The logic lives in plain functions (:func:`run_materialize` and the steps it calls) so it can be called and
+tested without Prefect; :func:`materialize_flow` runs the same steps as tasks, with retries on the steps
+whose faults can be transient (registry file or SQL registry busy, Redis unreachable for a moment).
+Materializing an interval is idempotent, so a retry is safe.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,26 +16,32 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from feature_repo.generator import Batch, BatchInfo, generate_batch
-from feature_repo.store import apply_definitions, data_dir, materialize, open_store
+from core.project import Project, current_project
+from feature_repo.materialize import materialize
+from feature_repo.store import open_store
+from feature_repo.sync import sync
+from flows.spec import parse_time
 
 
-def generate_data(
-    *, batch: Batch = "history", drift: bool = False, n_customers: int = 5_000, seed: int = 42
-) -> BatchInfo:
-    """Write one generated batch under ``<home>/data`` (see :mod:`feature_repo.generator`)."""
-    return generate_batch(data_dir(), batch=batch, drift=drift, n_customers=n_customers, seed=seed)
+def _time(value: datetime | str | None) -> datetime | None:
+    """A datetime, an ISO string or a relative ``-2d`` / ``-6h`` (from the CLI or the Prefect UI)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_time(value)
 
 
-def apply_features() -> bool:
-    """Apply the feature definitions if the registry differs; True when something was applied."""
-    store = open_store(apply=False)
-    return apply_definitions(store, data_dir())
+def apply_features(project: Project | str | None = None) -> dict[str, Any]:
+    """Sync the project's definitions into Feast's registry (adds, changes, removes); what changed."""
+    resolved = current_project(project)
+    return sync(open_store(resolved), resolved).to_dict()
 
 
-def materialize_features(end: datetime | None = None, start: datetime | None = None) -> dict[str, Any]:
-    """Incremental materialization up to ``end`` (default now); ``start`` forces a backfill."""
-    return materialize(open_store(apply=False), end, start=start)
+def materialize_features(project: Project | str | None = None, *, views: Sequence[str] | None = None,
+                         start: datetime | str | None = None, end: datetime | str | None = None) -> dict[str, Any]:
+    """Load ``views`` (default: every online view) up to ``end`` (default now); ``start`` forces a backfill
+    from that moment, else each view continues where it stopped (or starts at its source's beginning)."""
+    return materialize(open_store(current_project(project)), _time(end), start=_time(start),
+                       feature_views=list(views) if views else None)
 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -54,15 +61,13 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def report_markdown(report: dict[str, Any], batch: BatchInfo | None = None) -> str:
-    """A short markdown summary of a materialization (and of the batch generated first, if any)."""
+def report_markdown(report: dict[str, Any]) -> str:
+    """A short markdown summary of a materialization and of the definitions applied before it."""
     lines = ["# Feast materialization", ""]
-    if batch is not None:
-        lines += [
-            f"Generated batch **{batch.batch}** (drift: {batch.drift}): {batch.activity_rows:,} activity rows, "
-            f"{batch.label_rows:,} labels, {batch.start:%Y-%m-%d} to {batch.end:%Y-%m-%d}, in {batch.seconds:.2f} s.",
-            "",
-        ]
+    applied = report.get("applied") or {}
+    if applied.get("applied"):
+        lines += [f"Definitions applied first: {applied.get('add', 0)} added, {applied.get('change', 0)} changed, "
+                  f"{applied.get('remove', 0)} removed.", ""]
     rps = report.get("rows_per_second")
     lines += [
         f"Up to `{report['end']}`: **{report['rows_written']:,} online rows written** from "
@@ -80,69 +85,44 @@ def report_markdown(report: dict[str, Any], batch: BatchInfo | None = None) -> s
     return "\n".join(lines)
 
 
-def run_materialize(
-    *,
-    generate: bool = False,
-    batch: Batch = "history",
-    drift: bool = False,
-    n_customers: int = 5_000,
-    seed: int = 42,
-    end: datetime | None = None,
-) -> dict[str, Any]:
-    """The whole step without Prefect: generate (optional), apply, materialize.
-
-    After generating a batch, materialization starts at the batch's start even if an earlier run
-    already went past it: generated batches lie in the past, and an incremental run alone would
-    skip them.
-    """
-    info = generate_data(batch=batch, drift=drift, n_customers=n_customers, seed=seed) if generate else None
-    applied = apply_features()
-    report = materialize_features(end, start=info.start if info else None)
+def run_materialize(project: Project | str | None = None, *, views: Sequence[str] | None = None,
+                    start: datetime | str | None = None, end: datetime | str | None = None,
+                    apply: bool = True) -> dict[str, Any]:
+    """The whole step without Prefect: sync the definitions (unless ``apply=False``), then materialize."""
+    resolved = current_project(project)
+    applied = apply_features(resolved) if apply else None
+    report = materialize_features(resolved, views=views, start=start, end=end)
     report["applied"] = applied
-    report["batch"] = info.to_json() if info else None
     return report
 
 
 # -- Prefect wrappers ----------------------------------------------------------------------------
 
 
-@task(name="generate-data", cache_policy=NO_CACHE)
-def generate_task(batch: Batch, drift: bool, n_customers: int, seed: int) -> BatchInfo:
-    return generate_data(batch=batch, drift=drift, n_customers=n_customers, seed=seed)
-
-
 @task(name="apply-feature-definitions", retries=3, retry_delay_seconds=[2, 5, 10], cache_policy=NO_CACHE)
-def apply_task() -> bool:
-    return apply_features()
+def apply_task(project: Project) -> dict[str, Any]:
+    return apply_features(project)
 
 
 @task(name="materialize-online-store", retries=3, retry_delay_seconds=[2, 5, 10], cache_policy=NO_CACHE)
-def materialize_task(end: datetime | None, start: datetime | None) -> dict[str, Any]:
-    return materialize_features(end, start=start)
+def materialize_task(project: Project, views: list[str] | None, start: datetime | str | None,
+                     end: datetime | str | None) -> dict[str, Any]:
+    return materialize_features(project, views=views, start=start, end=end)
 
 
 @flow(name="materialize", log_prints=False)
-def materialize_flow(
-    generate: bool = False,
-    batch: Batch = "history",
-    drift: bool = False,
-    n_customers: int = 5_000,
-    seed: int = 42,
-    end: datetime | None = None,
-) -> dict[str, Any]:
-    """Prefect flow: optionally generate a batch, apply definitions, materialize incrementally.
+def materialize_flow(project: str | None = None, views: list[str] | None = None, start: str | None = None,
+                     end: str | None = None, apply: bool = True) -> dict[str, Any]:
+    """Sync the project's Feast definitions, then materialize ``views`` (default all) up to ``end``.
 
-    Publishes a table artifact (``feast-materialize``) and a markdown summary with rows written
-    and rows/s. Returns the same report as :func:`run_materialize`.
+    ``start`` / ``end``: ISO datetimes or relative to now (``-2d``); without ``start`` each view continues
+    incrementally. Artifacts: ``feast-materialize`` (table) and ``feast-materialize-summary``.
     """
     logger = get_run_logger()
-    info = generate_task(batch, drift, n_customers, seed) if generate else None
-    if info is not None:
-        logger.info("generated %s batch: %d activity rows, %d labels", info.batch, info.activity_rows, info.label_rows)
-    applied = apply_task()
-    report = materialize_task(end, info.start if info else None)
+    resolved = current_project(project)
+    applied = apply_task(resolved) if apply else None
+    report = materialize_task(resolved, views, start, end)
     report["applied"] = applied
-    report["batch"] = info.to_json() if info else None
     logger.info(
         "materialized %s online rows from %s source rows in %.2fs (%s source rows/s)",
         report["rows_written"],
@@ -155,9 +135,5 @@ def materialize_flow(
         table=report_rows(report),
         description=f"Feast materialization up to {report['end']}",
     )
-    create_markdown_artifact(key="feast-materialize-summary", markdown=report_markdown(report, info))
+    create_markdown_artifact(key="feast-materialize-summary", markdown=report_markdown(report))
     return report
-
-
-if __name__ == "__main__":
-    materialize_flow(generate=True)

@@ -13,6 +13,7 @@ Prefect flow around it, whose registry and log reads and registry writes are ret
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ from typing import Any
 import pandas as pd
 from prefect import flow
 
-from esteira import profiles
+from core import profiles
+from core.project import Project, ProjectError, current_project
+from flows.errors import TrainingInputError
+from flows.features import FeastFetcher, FeatureFetcher, read_rows
 from flows.monitoring import report as reporting
 from flows.monitoring.decision import NONE, RETRAIN, Decision, active_cooldown, as_utc, decide
 from flows.monitoring.drift import DriftResult, feature_drift
@@ -39,8 +43,11 @@ from flows.monitoring.trigger import (
     run_direct,
 )
 from flows.reporting import LogReporter, Reporter
+from flows.spec import ModelSpec, load_spec, resolve_spec
+from flows.tasks import DEFAULT_METRIC, Task, task_of
 from flows.train import Step, direct_step, prefect_step
-from registry import Registry
+from flows.validation import coerce_features
+from registry import NotFound, Registry
 from registry.models import ModelVersion, MonitoringReport
 
 log = logging.getLogger("esteira.flows.monitor")
@@ -50,6 +57,10 @@ Retrainer = Callable[[dict[str, Any], str | None], TriggerResult]
 
 
 # -- context: what the production version was trained and evaluated on ---------------------------------------
+
+
+class MonitorInputError(ValueError):
+    """A batch the monitor cannot judge (missing columns, unreadable); the message names what is missing."""
 
 
 @dataclass(frozen=True)
@@ -62,41 +73,30 @@ class MonitorContext:
     metric: str
     policy: MonitoringPolicy
     spec_source: str | None = None
+    task: Task = "binary"
+    classes: list[Any] | None = None
+    timestamp: str = "event_timestamp"
+    project: Project | None = None
+
+    @property
+    def signature(self) -> dict[str, Any]:
+        return self.version.signature or {}
 
 
-def _spec_of(
-    registry: Registry, mv: ModelVersion, spec: str | None
-) -> tuple[Any, dict[str, Any] | None, str | None]:
-    """(ModelSpec or None, the spec's ``monitoring`` section, where it came from).
-
-    Order: the ``spec`` given; the spec the version was trained with (its training run); the shipped
-    ``flows/specs/<model>.yaml``. A ``monitoring:`` section is taken out before validation so that
-    specs can carry it whether or not :class:`flows.spec.ModelSpec` has embedded the policy yet.
-    """
-    import yaml
-
-    from flows.spec import ModelSpec, builtin_spec_path, load_spec
-
-    data: dict[str, Any] | None = None
-    source: str | None = None
+def _spec_of(registry: Registry, mv: ModelVersion, spec: str | None, project: Project | None
+             ) -> tuple[ModelSpec | None, str | None]:
+    """(the model's spec, where it came from): the ``spec`` given (a name in the project's ``specs/`` or a
+    path); else the spec the version was trained with (its training run); else the project's spec named
+    like the model."""
     if spec is not None:
-        path = Path(spec) if "\n" not in spec else None
-        if path is not None and path.suffix not in (".yaml", ".yml", ".json"):
-            path = builtin_spec_path(spec)
-        text = path.read_text() if path is not None else spec
-        data, source = yaml.safe_load(text), str(path or "inline")
-    elif mv.training_run_id is not None:
-        data, source = (
-            dict(registry.get_run(mv.training_run_id).spec or {}) or None,
-            f"training run {mv.training_run_id}",
-        )
-    if data is None and builtin_spec_path(mv.model_name).exists():
-        path = builtin_spec_path(mv.model_name)
-        data, source = yaml.safe_load(path.read_text()), str(path)
-    if not isinstance(data, dict):
-        return None, None, None
-    data = dict(data)
-    return load_spec(data), data.get("monitoring"), source
+        return resolve_spec(spec, project), spec
+    if mv.training_run_id is not None:
+        stored = dict(registry.get_run(mv.training_run_id).spec or {})
+        if stored:
+            return load_spec(stored), f"training run {mv.training_run_id}"
+    if project is not None and mv.model_name in project.spec_names():
+        return resolve_spec(mv.model_name, project), str(project.spec_path(mv.model_name))
+    return None, None
 
 
 def load_context(
@@ -107,27 +107,30 @@ def load_context(
     spec: str | None = None,
     policy: MonitoringPolicy | dict[str, Any] | None = None,
     label: str | None = None,
+    project: Project | None = None,
 ) -> MonitorContext:
     """The version behind ``alias``, its reference profile, features, label, metric and policy."""
     mv = registry.get_by_alias(model_name, alias)
-    model_spec, monitoring, source = _spec_of(registry, mv, spec)
-    resolved = resolve_policy(monitoring if monitoring is not None else model_spec, policy)
-    inputs = [column["name"] for column in (mv.signature or {}).get("inputs", [])] or None
-    metric = (
-        resolved.metric
-        or (model_spec.metric if model_spec is not None else None)
-        or mv.tags.get("metric")
-        or "roc_auc"
-    )
+    model_spec, source = _spec_of(registry, mv, spec, project)
+    resolved = resolve_policy(model_spec.monitoring if model_spec is not None else None, policy)
+    signature = mv.signature or {}
+    task = task_of(signature)
+    inputs = [column["name"] for column in signature.get("inputs", [])] or None
+    metric = resolved.metric or (model_spec.metric if model_spec is not None else None) or mv.tags.get("metric") \
+        or DEFAULT_METRIC[task]
     return MonitorContext(
         model_name=model_name,
         version=mv,
         reference=registry.read_reference_profile(mv),
         features=inputs,
-        label=label or (model_spec.label if model_spec is not None else "label"),
+        label=label or (model_spec.label if model_spec is not None else signature.get("label", "label")),
         metric=metric,
         policy=resolved,
         spec_source=source,
+        task=task,
+        classes=signature.get("classes"),
+        timestamp=model_spec.labels.timestamp_column if model_spec is not None else "event_timestamp",
+        project=project,
     )
 
 
@@ -150,12 +153,12 @@ class Assessment:
 
 
 def _scorer(registry: Registry, ctx: MonitorContext) -> Callable[[pd.DataFrame], Any]:
-    """Recompute scores with the production predictor (hash-checked) when the rows carry none."""
+    """Recompute outputs with the production predictor (hash-checked) when the rows carry none."""
 
     def score(rows: pd.DataFrame) -> Any:
         predictor = registry.load_predictor(ctx.version)
         names = ctx.features or list(rows.columns)
-        return predictor.predict({name: rows[name].to_numpy() for name in names})["probability"]
+        return predictor.predict({name: rows[name].to_numpy() for name in names})
 
     return score
 
@@ -186,9 +189,11 @@ def assess(
     performance = window_performance(
         rows,
         label=target.label_column,
+        task=ctx.task,
         metric=ctx.metric,
         baseline=ctx.version.metrics or {},
         policy=policy,
+        classes=ctx.classes,
         scorer=scorer,
     )
     return Assessment("ok", drift, performance, decide(drift, performance, policy), notes)
@@ -233,6 +238,42 @@ def default_window(
     return as_utc(start or end - policy.window), end
 
 
+def batch_rows(ctx: MonitorContext, frame: pd.DataFrame, fetcher: FeatureFetcher | None = None) -> pd.DataFrame:
+    """A batch ready to judge: as given when it has every model input, else with the inputs built through
+    the model's feature service, point-in-time at each row's timestamp (what the model would have seen).
+
+    Building needs the feature service's join keys, the timestamp column (the spec's label timestamp, or
+    ``event_timestamp``), its request fields and the model's request features; a missing one is a
+    :class:`MonitorInputError` naming it. Labels, when the batch has them, are the spec's label column.
+    """
+    inputs = ctx.features or []
+    if all(name in frame.columns for name in inputs):
+        return frame
+    service = ctx.version.feature_service
+    if not service:
+        missing = [n for n in inputs if n not in frame.columns]
+        raise MonitorInputError(f"the batch lacks model inputs {missing} and {ctx.version.ref} has no feature "
+                                "service to build them from")
+    signature = ctx.signature
+    keys = [k["name"] for k in signature.get("entity_keys", [])]
+    request = [f["name"] for f in signature.get("request_fields", [])]
+    needed = list(dict.fromkeys([*keys, ctx.timestamp, *request, *signature.get("request_features", [])]))
+    missing = [c for c in needed if c not in frame.columns]
+    if missing or not keys:
+        raise MonitorInputError(
+            f"the batch has neither the model's inputs nor what builds them: missing {missing or keys}. Give "
+            f"either every input ({', '.join(inputs)}) or the rows to look them up: {', '.join(needed)}"
+            f" (plus {ctx.label!r} when the labels are known)")
+    fetcher = fetcher or FeastFetcher(ctx.project)
+    store_features = [n for n in inputs if n not in signature.get("request_features", [])]
+    base = frame.drop(columns=[c for c in frame.columns if c in store_features])
+    try:
+        joined = fetcher.historical(service, base, ctx.timestamp)
+    except (ValueError, KeyError) as exc:
+        raise MonitorInputError(f"building the batch's features through {service!r} failed: {exc}") from exc
+    return coerce_features(joined, {c["name"]: c.get("dtype", "float64") for c in signature.get("inputs", [])})
+
+
 def read_target(
     ctx: MonitorContext,
     *,
@@ -241,12 +282,26 @@ def read_target(
     start: datetime | None,
     end: datetime | None,
     now: datetime,
+    fetcher: FeatureFetcher | None = None,
 ) -> Target:
-    """A batch (frame or parquet URI) if given, else the gateway's traffic in the window."""
+    """A batch (frame, or parquet/CSV path or URI) if given, else the gateway's traffic in the window."""
     if frame is None and batch_uri is not None:
-        frame = pd.read_parquet(batch_uri)
+        location = ctx.project.resolve(batch_uri) if ctx.project is not None else batch_uri
+        try:
+            frame = read_rows(location, timestamp=ctx.timestamp, what="batch")
+        except TrainingInputError as exc:
+            raise MonitorInputError(str(exc)) from None
     if frame is not None:
-        return from_frame(frame, label=ctx.label, features=ctx.features, start=start, end=end)
+        if (start is not None or end is not None) and ctx.timestamp in frame.columns:
+            stamps = pd.to_datetime(frame[ctx.timestamp], utc=True)
+            keep = pd.Series(True, index=frame.index)
+            if start is not None:
+                keep &= stamps >= as_utc(start)
+            if end is not None:
+                keep &= stamps < as_utc(end)
+            frame = frame[keep]
+        rows = batch_rows(ctx, frame.reset_index(drop=True), fetcher)
+        return from_frame(rows, label=ctx.label, features=ctx.features, start=start, end=end)
     lo, hi = default_window(start, end, ctx.policy, now)
     return from_gateway(ctx.model_name, lo, hi, features=ctx.features)
 
@@ -281,6 +336,7 @@ def act(
         reason=assessment.decision.reason,
         drift_share=assessment.drift.share,
         performance=assessment.performance.to_json(),
+        project=str(ctx.project.root) if ctx.project is not None else None,
     )
     if resolved == "event":
         run = emit_retrain_event(payload)
@@ -311,17 +367,20 @@ def run_monitor(
     step: Step = direct_step,
     now: datetime | None = None,
     home: Path | None = None,
+    project: Project | str | None = None,
+    fetcher: FeatureFetcher | None = None,
 ) -> MonitorOutcome:
     """Monitor ``model_name``'s ``alias`` version on a batch (``frame`` / ``batch_uri``) or a time window.
 
     ``trigger`` overrides the policy's trigger mode. ``retrainer`` replaces the in-process retrain
     run (tests, or a caller with its own runner). Returns the outcome; the registry holds the report.
     """
-    from esteira.settings import get_settings
+    from core.settings import get_settings
 
     registry = registry or Registry.from_url()
     reporter = reporter or LogReporter()
     now = now or datetime.now(UTC)
+    resolved_project = _optional_project(project)
     ctx: MonitorContext = step(
         load_context,
         registry,
@@ -330,6 +389,7 @@ def run_monitor(
         spec=spec,
         policy=policy,
         label=label,
+        project=resolved_project,
         name="load-context",
         retries=2,
     )
@@ -341,6 +401,7 @@ def run_monitor(
         start=start,
         end=end,
         now=now,
+        fetcher=fetcher,
         name="read-target",
         retries=2,
     )
@@ -403,8 +464,7 @@ def run_monitor(
                 f"retrain trigger failed: {type(exc).__name__}: {exc}",
             )
         assert done is not None
-        fresh = registry.reports(model_name, limit=50)
-        current = next((r for r in fresh if r.id == report.id), report)
+        current = registry.get_report(report.id)  # type: ignore[arg-type]
         # the retrain flow may already have written its own run id and outcome (direct mode)
         triggered = done.run if current.triggered_run in (None, "pending") else current.triggered_run
         report = step(
@@ -489,9 +549,29 @@ def run_monitor(
 # -- Prefect -------------------------------------------------------------------------------------------------
 
 
+def _optional_project(project: Project | str | None) -> Project | None:
+    """The project when there is one: monitoring gateway traffic needs none, a batch of entity rows does."""
+    try:
+        return current_project(project)
+    except ProjectError:
+        if project is not None:
+            raise
+        return None
+
+
+def monitored_models(registry: Registry, project: Project, alias: str = "production") -> list[str]:
+    """The project's models (its specs' names) that have a version behind ``alias``."""
+    names = []
+    for name in project.spec_names():
+        with contextlib.suppress(NotFound):
+            registry.get_by_alias(name, alias)
+            names.append(name)
+    return names
+
+
 @flow(name="monitor", log_prints=True)
 def monitor(
-    model_name: str = "churn",
+    model_name: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     batch_uri: str | None = None,
@@ -499,11 +579,15 @@ def monitor(
     policy: dict[str, Any] | None = None,
     alias: str = "production",
     trigger: TriggerMode | None = None,
+    project: str | None = None,
     database_url: str | None = None,
     frame: Any = None,
 ) -> dict[str, Any]:
-    """Monitor a model: gateway traffic in ``[start, end)`` (default: the policy's window up to now),
-    or a batch (``batch_uri``: parquet; ``frame``: a DataFrame, from Python only).
+    """Monitor a model: gateway traffic in ``[start, end)`` (default: the policy's window up to now), or a
+    batch (``batch_uri``: parquet or CSV, relative to the project or a URI; ``frame``: a DataFrame, from
+    Python only) of entity rows with timestamps (features are built through the model's feature service)
+    or of rows that already hold the model's inputs. No ``model_name``: every model of the project with a
+    version behind ``alias`` (what the scheduled deployment does).
 
     ``policy`` overrides fields of the spec's monitoring policy (e.g. ``{"min_rows": 500}``);
     ``trigger`` overrides its trigger mode (auto / event / direct / off).
@@ -515,21 +599,26 @@ def monitor(
 
     registry = Registry.from_url(database_url)
     try:
-        outcome = run_monitor(
-            model_name,
-            registry=registry,
-            start=start,
-            end=end,
-            frame=frame,
-            batch_uri=batch_uri,
-            spec=spec,
-            policy=policy,
-            alias=alias,
-            trigger=trigger,
-            reporter=PrefectReporter(),
-            flow_run_id=str(flow_run.id) if flow_run.id else None,
-            step=prefect_step,
-        )
+        names = [model_name] if model_name else monitored_models(registry, current_project(project), alias)
+        outcomes = {
+            name: run_monitor(
+                name,
+                registry=registry,
+                start=start,
+                end=end,
+                frame=frame,
+                batch_uri=batch_uri,
+                spec=spec,
+                policy=policy,
+                alias=alias,
+                trigger=trigger,
+                reporter=PrefectReporter(),
+                flow_run_id=str(flow_run.id) if flow_run.id else None,
+                step=prefect_step,
+                project=project,
+            ).to_dict()
+            for name in names
+        }
     finally:
         registry.close()
-    return outcome.to_dict()
+    return outcomes[model_name] if model_name else outcomes

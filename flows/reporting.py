@@ -20,6 +20,10 @@ class Reporter(Protocol):
 
     def progress(self, key: str, done: int, total: int, description: str = "") -> None: ...
 
+    def stage(self, key: str, description: str) -> None:
+        """A step of a long run begins (the CLI shows it; the log records it)."""
+        ...
+
 
 class LogReporter:
     """Reports to the ``esteira.flows`` logger; keeps the last of each kind for callers and tests."""
@@ -38,6 +42,10 @@ class LogReporter:
     def progress(self, key: str, done: int, total: int, description: str = "") -> None:
         self.artifacts[key] = (done, total)
         log.info("%s: %d/%d", description or key, done, total)
+
+    def stage(self, key: str, description: str) -> None:
+        self.artifacts.setdefault("stages", []).append(key)
+        log.info("%s", description)
 
 
 class PrefectReporter(LogReporter):
@@ -69,6 +77,8 @@ class PrefectReporter(LogReporter):
                 self._progress_ids[key] = create_progress_artifact(progress=percent, key=key,
                                                                    description=description or None)
             else:
-                update_progress_artifact(self._progress_ids[key], progress=percent)
+                # the description carries "k/n trials, best so far": the artifact shows the latest one
+                update_progress_artifact(self._progress_ids[key], progress=percent,
+                                         description=description or None)
         except Exception as exc:  # noqa: BLE001 - progress display must never fail a training run
             log.debug("progress artifact not updated: %s", exc)

@@ -23,7 +23,9 @@ from flows.evaluate import columns_of
 from flows.search import CVSettings, TrialConfig, run_trial
 from flows.snapshot import read_snapshot
 from flows.spec import ModelSpec
+from flows.tasks import label_values
 from registry import ModelRef, Registry
+from registry.flavors.sklearn import SklearnPredictor
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class ReproduceResult:
                  "", "| metric | recorded | reproduced |", "|---|---|---|"]
         for key, value in self.reproduced.items():
             lines.append(f"| {key} | {self.recorded.get(key)} | {value} |")
-        lines += ["", f"Largest difference in holdout probabilities: {self.max_prediction_diff:.3g}"]
+        lines += ["", f"Largest difference in holdout predictions: {self.max_prediction_diff:.3g}"]
         lines += [f"- {m}" for m in self.mismatches]
         return "\n".join(lines)
 
@@ -70,27 +72,27 @@ def reproduce(ref: str, *, registry: Registry | None = None, tolerance: float = 
     features = list(schema)
     numeric = [c for c, d in schema.items() if d != "string"]
     categorical = [c for c, d in schema.items() if d == "string"]
-    split = evaluate.time_holdout(frame, timestamp=spec.entities.timestamp_column, fraction=spec.holdout.fraction,
-                                  label=spec.label)
-    X, y = split.train[features], split.train[spec.label].to_numpy().astype(np.int64)
+    split = evaluate.time_holdout(frame, timestamp=spec.labels.timestamp_column, fraction=spec.holdout.fraction,
+                                  label=spec.label, task=spec.task)
+    X, y = split.train[features], label_values(spec.task, split.train[spec.label].to_numpy())
 
     cv = run_trial(TrialConfig(0, family, params), X, y,
-                   CVSettings(spec.metric, spec.cv.folds, spec.cv.strategy, spec.seed, tuple(numeric),
+                   CVSettings(spec.task, spec.metric, spec.cv.folds, spec.cv.strategy, spec.seed, tuple(numeric),
                               tuple(categorical)))
-    model = evaluate.fit_final(family, params, X, y, numeric, categorical)
+    model = evaluate.fit_final(family, params, X, y, numeric, categorical, spec.task)
     holdout = evaluate.evaluate_candidate(model, mv.signature, split.holdout, spec.label, spec.metric)
     reproduced = {f"cv_{spec.metric}": cv.metrics.get("cv_mean", math.nan),
                   **{f"holdout_{k}": v for k, v in holdout.items()}}
     recorded = {k: mv.metrics[k] for k in reproduced if k in mv.metrics}
 
-    original = registry.load_predictor(mv).predict(columns_of(split.holdout, features))["probability"]
-    again = model.predict_proba(split.holdout[features])[:, 1]
-    max_diff = float(np.max(np.abs(np.asarray(original) - again))) if len(again) else 0.0
+    original = registry.load_predictor(mv).predict(columns_of(split.holdout, features))
+    again = SklearnPredictor(model, mv.signature).predict(columns_of(split.holdout, features))
+    max_diff = max((_largest_difference(original[name], again[name]) for name in again), default=0.0)
 
     mismatches = [f"{k}: recorded {recorded[k]!r}, reproduced {v!r}" for k, v in reproduced.items()
                   if k in recorded and not math.isclose(recorded[k], v, rel_tol=0.0, abs_tol=tolerance)]
     if max_diff > tolerance:
-        mismatches.append(f"holdout probabilities differ by up to {max_diff:.3g}")
+        mismatches.append(f"holdout predictions differ by up to {max_diff:.3g}")
     if run.training_set_sha256 and run.training_set_sha256 != mv.training_set_sha256:
         mismatches.append("training run and version record different training-set hashes")
     result = ReproduceResult(ref=mv.ref, data_sha256=mv.training_set_sha256, data_verified=True, family=family,
@@ -101,8 +103,18 @@ def reproduce(ref: str, *, registry: Registry | None = None, tolerance: float = 
     return result
 
 
+def _largest_difference(a: Any, b: Any) -> float:
+    """Numbers: the largest absolute difference; classes: 0 when equal everywhere, else 1."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.size == 0:
+        return 0.0
+    if a.dtype.kind in "fiub" and b.dtype.kind in "fiub":
+        return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    return 0.0 if np.array_equal(a, b) else 1.0
+
+
 @flow(name="reproduce", log_prints=True)
-def reproduce_flow(ref: str = "churn@production", database_url: str | None = None) -> dict[str, Any]:
+def reproduce_flow(ref: str, database_url: str | None = None) -> dict[str, Any]:
     """Retrain a registered version from its lineage; fails if the data, params or metrics differ."""
     from prefect.artifacts import create_markdown_artifact
 

@@ -16,37 +16,47 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 from prefect import flow
 
+from core.project import Project, current_project
 from flows.errors import DataValidationError
 from flows.features import FeatureFetcher
 from flows.reporting import LogReporter, Reporter
-from flows.spec import ModelSpec
-from flows.train import Step, TrainResult, direct_step, prefect_step, resolve_spec, train
+from flows.spec import ModelSpec, load_spec, resolve_spec
+from flows.train import Step, TrainResult, direct_step, prefect_step, train
 from registry import Registry
 from registry.errors import NotFound
 
 log = logging.getLogger("esteira.flows.retrain")
 
 
-def spec_for_retrain(registry: Registry, model_name: str, spec: str | None = None) -> ModelSpec:
-    """The spec to retrain with: the one given, else production's training spec, else the shipped one."""
-    if spec:
-        return resolve_spec(spec)
-    try:
-        mv = registry.get_by_alias(model_name, "production")
-    except NotFound:
-        mv = None
-    if mv is not None and mv.training_run_id is not None:
-        stored = dict(registry.get_run(mv.training_run_id).spec or {})
-        if stored:
-            from flows.spec import load_spec
+def spec_for_retrain(registry: Registry, model_name: str, spec: str | None = None,
+                     project: Project | None = None, now: datetime | None = None) -> ModelSpec:
+    """The spec to retrain with, its label window moved forward to now.
 
-            return load_spec(stored)
-    return resolve_spec(model_name)
+    The one given; else the spec production was trained with (so a retrain does not silently change the
+    model's definition); else the project's spec of that name. A relative window (``-90d``) already
+    follows the clock; an absolute one keeps its width and ends now: "retrain on fresh data".
+    """
+    chosen: ModelSpec | None = None
+    if spec:
+        chosen = resolve_spec(spec, project)
+    else:
+        try:
+            mv = registry.get_by_alias(model_name, "production")
+        except NotFound:
+            mv = None
+        if mv is not None and mv.training_run_id is not None:
+            stored = dict(registry.get_run(mv.training_run_id).spec or {})
+            if stored:
+                chosen = load_spec(stored)
+    if chosen is None:
+        chosen = resolve_spec(model_name, project)
+    return chosen.model_copy(update={"labels": chosen.labels.moved_forward(now)})
 
 
 @dataclass(frozen=True)
@@ -78,8 +88,7 @@ def _note_on_report(
         return
     try:
         if note:
-            current = next((r for r in registry.reports(model_name, limit=200) if r.id == report_id), None)
-            base = current.reason if current is not None else ""
+            base = registry.get_report(report_id).reason
             fields["reason"] = (f"{base}; {note}" if base else note)[:4000]
         registry.update_report(report_id, **fields)
     except Exception:
@@ -94,6 +103,7 @@ def run_retrain(
     metric_drop: float = 0.0,
     report_id: int | None = None,
     spec: str | None = None,
+    project: Project | str | None = None,
     registry: Registry | None = None,
     fetcher: FeatureFetcher | None = None,
     entities: pd.DataFrame | None = None,
@@ -119,9 +129,11 @@ def run_retrain(
         metric_drop,
     )
     try:
-        model_spec = spec_for_retrain(registry, model_name, spec)
+        resolved = current_project(project) if project is not None or fetcher is None else None
+        model_spec = spec_for_retrain(registry, model_name, spec, resolved)
         result: TrainResult = train(
             model_spec,
+            project=resolved,
             registry=registry,
             fetcher=fetcher,
             entities=entities,
@@ -150,12 +162,13 @@ def run_retrain(
 
 @flow(name="retrain", log_prints=True)
 def retrain(
-    model_name: str = "churn",
+    model_name: str,
     reason: str = "",
     drift_share: float = 0.0,
     metric_drop: float = 0.0,
     report_id: int | None = None,
     spec: str | None = None,
+    project: str | None = None,
     parallel: bool = True,
     database_url: str | None = None,
 ) -> Any:
@@ -180,6 +193,7 @@ def retrain(
             metric_drop=metric_drop,
             report_id=report_id,
             spec=spec,
+            project=project,
             registry=registry,
             reporter=PrefectReporter(),
             parallel=parallel,

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from flows.estimators import build_pipeline, with_seed
+from flows.tasks import splitter as task_splitter
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrialConfig:
 class CVSettings:
     """Everything a trial needs besides its params and the data; small, so it travels by value."""
 
+    task: str
     metric: str
     folds: int
     strategy: str
@@ -72,17 +74,14 @@ class TrialResult:
 ProgressCallback = Callable[[int, int, TrialResult], None]
 
 
-def trial_configs(spec_trials: Sequence[tuple[str, dict[str, Any]]], seed: int) -> list[TrialConfig]:
+def trial_configs(spec_trials: Sequence[tuple[str, dict[str, Any]]], seed: int, task: str) -> list[TrialConfig]:
     """Number the spec's trials and pin their seed (``random_state``) into the recorded params."""
-    return [TrialConfig(i, family, with_seed(family, params, seed)) for i, (family, params) in enumerate(spec_trials)]
+    return [TrialConfig(i, family, with_seed(family, params, seed, task))
+            for i, (family, params) in enumerate(spec_trials)]
 
 
 def splitter(settings: CVSettings) -> Any:
-    from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit
-
-    if settings.strategy == "time":
-        return TimeSeriesSplit(n_splits=settings.folds)
-    return StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.seed)
+    return task_splitter(settings.task, settings.strategy, settings.folds, settings.seed)  # type: ignore[arg-type]
 
 
 def run_trial(config: TrialConfig, X: pd.DataFrame, y: np.ndarray, settings: CVSettings) -> TrialResult:
@@ -92,7 +91,8 @@ def run_trial(config: TrialConfig, X: pd.DataFrame, y: np.ndarray, settings: CVS
 
     start = time.perf_counter()
     try:
-        pipeline = build_pipeline(config.family, config.params, settings.numeric, settings.categorical)
+        pipeline = build_pipeline(config.family, config.params, settings.numeric, settings.categorical,
+                                  settings.task)
         with threadpool_limits(limits=1):
             scores = cross_validate(pipeline, X, y, cv=splitter(settings), scoring=settings.metric,
                                     n_jobs=1, error_score="raise")
@@ -139,7 +139,7 @@ def run_on_ray(configs: Sequence[TrialConfig], X: pd.DataFrame, y: np.ndarray, s
     """
     import ray
 
-    from esteira.ray_runtime import ensure_ray
+    from core.ray_runtime import ensure_ray
 
     ensure_ray()
     remote_trial = ray.remote(run_trial).options(num_cpus=cpus_per_trial, max_retries=0)

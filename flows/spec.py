@@ -1,9 +1,10 @@
 """The model spec: training is configured, not coded.
 
-A spec (YAML, validated by the pydantic models below) names the model, the feature service, the
-label, which entities and time range to train on, the candidate estimator families (from the
-allow-list in :mod:`flows.estimators`) with their search spaces, the cross-validation, the metric,
-the time-based holdout, the seed, the data-validation thresholds and the promotion rule.
+A spec (YAML in a project's ``specs/``, validated by the pydantic models below) names the model, its task
+(binary, multiclass, regression), the feature service, the label source and its column, the time window to
+train on, request fields used as inputs as they are, the candidate estimator families (from the allow-list
+in :mod:`flows.estimators`) with their search spaces, the cross-validation, the metric, the time-based
+holdout, the seed, the data-validation thresholds, the promotion rule and the monitoring policy.
 
 Search spaces take two forms per parameter:
 
@@ -27,12 +28,10 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flows.estimators import ESTIMATORS, check_param_names
+from core.project import Project
+from flows.estimators import ESTIMATORS, check_param_names, families
 from flows.monitoring.policy import MonitoringPolicy
-
-METRICS: tuple[str, ...] = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1",
-                            "neg_log_loss", "neg_brier_score")
-"""Allowed metrics; all are "higher is better" (scikit-learn scorer names)."""
+from flows.tasks import DEFAULT_METRIC, Task, check_metric
 
 _RELATIVE_RE = re.compile(r"^-(\d+)([dhm])$")
 
@@ -81,13 +80,6 @@ class Candidate(_Strict):
     search: dict[str, list[Any] | Distribution] = Field(default_factory=dict)
     samples: int = Field(default=1, ge=1, le=1000, description="Random draws of the distributions per grid point.")
 
-    @field_validator("family")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in ESTIMATORS:
-            raise ValueError(f"unknown estimator family {value!r}; allowed: {', '.join(sorted(ESTIMATORS))}")
-        return value
-
     @field_validator("search")
     @classmethod
     def _non_empty_grids(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +88,10 @@ class Candidate(_Strict):
                 raise ValueError(f"search space for {name!r} is an empty list")
         return value
 
-    def check(self) -> None:
+    def check(self, task: Task) -> None:
         """Refuse parameter names the estimator does not have (``get_params()``), before Ray."""
-        check_param_names(self.family, list(self.params), where=f"candidate {self.family} params")
-        check_param_names(self.family, list(self.search), where=f"candidate {self.family} search space")
+        check_param_names(self.family, list(self.params), where=f"candidate {self.family} params", task=task)
+        check_param_names(self.family, list(self.search), where=f"candidate {self.family} search space", task=task)
         overlap = set(self.params) & set(self.search)
         if overlap:
             raise ValueError(f"candidate {self.family}: {sorted(overlap)} both fixed and searched")
@@ -119,18 +111,24 @@ class Candidate(_Strict):
         return configs
 
 
-class EntityQuery(_Strict):
-    """Which labelled entities (and when) to train on.
+class LabelSource(_Strict):
+    """Where the labelled rows are, and which of them to train on.
 
-    ``source: labels`` reads the domain's label source under ``<home>/data``; any other value is
-    a parquet path or fsspec URI holding entity keys, ``event_timestamp``, request fields and the
-    label. ``start`` / ``end`` are ISO datetimes or relative to now (``-30d``, ``-12h``, ``-90m``).
+    ``source`` is a path relative to the project or any fsspec URI (``s3://bucket/labels/``): a parquet
+    file or folder of parquet files, or a CSV file (``format: auto`` tells them apart by suffix). The rows
+    hold the feature service's join keys, the timestamp column (the moment each label refers to), the
+    request fields and request features, and the label column.
+
+    ``start`` / ``end`` are relative to now (``-90d``, ``-12h``, ``-30m``; the default window is the last 90
+    days, so a retrain trains on fresh data) or ISO datetimes (an absolute window, kept for reproduction;
+    a retrain moves it forward, keeping its width).
     """
 
-    source: str = "labels"
-    start: str | None = None
-    end: str | None = None
+    source: str
+    format: Literal["auto", "parquet", "csv"] = "auto"
     timestamp_column: str = "event_timestamp"
+    start: str | None = "-90d"
+    end: str | None = None
 
     @field_validator("start", "end")
     @classmethod
@@ -139,14 +137,39 @@ class EntityQuery(_Strict):
             parse_time(value)
         return value
 
+    @property
+    def relative(self) -> bool:
+        """True when the window follows the clock by itself (no absolute bound)."""
+        return all(v is None or _RELATIVE_RE.match(v.strip()) for v in (self.start, self.end))
+
     def window(self, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
         return (parse_time(self.start, now) if self.start else None,
                 parse_time(self.end, now) if self.end else None)
 
+    def moved_forward(self, now: datetime | None = None) -> LabelSource:
+        """The same window ending now: relative windows already do; an absolute one keeps its width.
+
+        An absolute window open at the start (``start: null``) keeps its start and moves its end to now.
+        """
+        if self.relative:
+            return self
+        start, end = self.window(now)
+        now = now or datetime.now(UTC)
+        if start is None:
+            return self.model_copy(update={"end": None})
+        width = (end or now) - start
+        return self.model_copy(update={"start": (now - width).isoformat(), "end": None})
+
+    def resolved_format(self, location: str) -> str:
+        if self.format != "auto":
+            return self.format
+        return "csv" if location.lower().endswith((".csv", ".csv.gz")) else "parquet"
+
 
 class CrossValidation(_Strict):
     folds: int = Field(default=3, ge=2, le=20)
-    strategy: Literal["stratified", "time"] = "stratified"
+    strategy: Literal["auto", "stratified", "kfold", "time"] = Field(
+        default="auto", description="auto: stratified folds for classification, shuffled folds for regression.")
 
 
 class Holdout(_Strict):
@@ -165,7 +188,9 @@ class ValidationThresholds(_Strict):
     """Data checks before training. Schema problems always fail; value skew fails over these limits."""
 
     min_rows: int = Field(default=100, ge=1)
-    min_positive_rate: float = Field(default=0.005, ge=0.0, le=0.5)
+    min_positive_rate: float = Field(default=0.005, ge=0.0, le=0.5,
+                                     description="Binary: each class makes at least this share of the labels.")
+    min_class_rows: int = Field(default=10, ge=1, description="Multiclass: fewer rows of a class fail validation.")
     max_null_fraction: float = Field(default=0.3, ge=0.0, le=1.0)
     max_null_increase: float = Field(default=0.1, ge=0.0, le=1.0,
                                      description="Null fraction above the reference's, absolute.")
@@ -187,15 +212,18 @@ class PromotionRule(_Strict):
 
 
 class ModelSpec(_Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     description: str = ""
+    task: Task
     feature_service: str
     label: str
-    entity_key: str = "customer_id"
-    entities: EntityQuery = Field(default_factory=EntityQuery)
+    labels: LabelSource
+    request_features: list[str] = Field(
+        default_factory=list, description="Columns of the label source that are model inputs as they are: sent in "
+        "each request (with entity keys, in request_data) and never looked up.")
     candidates: list[Candidate] = Field(min_length=1)
     cv: CrossValidation = Field(default_factory=CrossValidation)
-    metric: str = "roc_auc"
+    metric: str = ""
     holdout: Holdout = Field(default_factory=Holdout)
     seed: int = 42
     search: SearchSettings = Field(default_factory=SearchSettings)
@@ -203,17 +231,37 @@ class ModelSpec(_Strict):
     promotion: PromotionRule = Field(default_factory=PromotionRule)
     monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
 
-    @field_validator("metric")
+    @model_validator(mode="before")
     @classmethod
-    def _metric(cls, value: str) -> str:
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; allowed: {', '.join(METRICS)}")
-        return value
+    def _earlier_forms(cls, data: Any) -> Any:
+        """Specs stored by earlier versions (in training runs): ``entities`` was the label source, the task
+        was always binary and the entity key was named in the spec."""
+        if isinstance(data, dict) and "entities" in data and "labels" not in data:
+            data = dict(data)
+            data["labels"] = data.pop("entities")
+            data.setdefault("task", "binary")
+            data.pop("entity_key", None)
+        return data
+
+    @model_validator(mode="after")
+    def _task_rules(self) -> ModelSpec:
+        if not self.metric:
+            object.__setattr__(self, "metric", DEFAULT_METRIC[self.task])
+        check_metric(self.task, self.metric)
+        for candidate in self.candidates:
+            if candidate.family not in ESTIMATORS[self.task]:
+                raise ValueError(f"unknown estimator family {candidate.family!r} for a {self.task} task; "
+                                 f"allowed: {', '.join(families(self.task))}")
+        if self.task == "regression" and self.cv.strategy == "stratified":
+            raise ValueError("stratified folds need classes: use cv.strategy kfold (or auto) for regression")
+        if self.label in self.request_features:
+            raise ValueError(f"the label {self.label!r} cannot also be a request feature")
+        return self
 
     def check(self) -> None:
         """Checks that need the estimators (parameter names), run before anything is launched."""
         for candidate in self.candidates:
-            candidate.check()
+            candidate.check(self.task)
         n = len(self.trial_configs())
         if n > self.search.max_trials:
             raise ValueError(f"spec {self.name!r} expands to {n} trials, over search.max_trials={self.search.max_trials}")
@@ -263,6 +311,32 @@ def load_spec(source: str | Path | dict[str, Any]) -> ModelSpec:
     return spec
 
 
-def builtin_spec_path(name: str) -> Path:
-    """``flows/specs/<name>.yaml`` shipped with esteira."""
-    return Path(__file__).resolve().parent / "specs" / f"{name}.yaml"
+def resolve_spec(spec: ModelSpec | str | Path | dict[str, Any], project: Project | None = None) -> ModelSpec:
+    """A spec object, a dict, YAML text, a path, or the name of a spec in the project's ``specs/``."""
+    if isinstance(spec, ModelSpec):
+        spec.check()
+        return spec
+    if isinstance(spec, dict):
+        return load_spec(spec)
+    text = str(spec)
+    if "\n" in text:
+        return load_spec(text)
+    if project is None:
+        from core.project import current_project
+
+        if Path(text).suffix in (".yaml", ".yml") and Path(text).expanduser().is_absolute():
+            return load_spec(text)
+        project = current_project()
+    return load_spec(project.spec_path(text))
+
+
+def project_specs(project: Project) -> list[ModelSpec]:
+    """Every spec of the project, validated (one bad spec is an error naming its file)."""
+    specs = []
+    for name in project.spec_names():
+        path = project.spec_path(name)
+        try:
+            specs.append(load_spec(path))
+        except Exception as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    return specs

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,15 +29,17 @@ import numpy as np
 import pandas as pd
 from prefect import flow
 
+from core.project import Project, current_project
 from flows import evaluate, promotion
 from flows.errors import DataValidationError, SearchFailed, TrainingInputError
-from flows.features import FeastFetcher, FeatureFetcher, read_entities, select_entities
-from flows.lineage import code_version, package_versions
+from flows.features import FeastFetcher, FeatureFetcher, ServiceInfo, input_schema, read_labels, select_rows
+from flows.lineage import package_versions
 from flows.reporting import LogReporter, Reporter
 from flows.search import CVSettings, TrialResult, leaderboard, leaderboard_rows, run_on_ray, run_sequential
 from flows.search import trial_configs as number_trials
 from flows.snapshot import Snapshot, write_snapshot
-from flows.spec import ModelSpec, builtin_spec_path, load_spec
+from flows.spec import ModelSpec, resolve_spec
+from flows.tasks import label_values, output_signature, plain_class
 from flows.validation import ValidationReport, coerce_features, infer_kinds, validate_training_frame
 from registry import Registry
 from registry.errors import NotFound
@@ -57,9 +59,11 @@ class TrainingSet:
     """The fetched training set and what the pipeline needs to know about its columns."""
 
     frame: pd.DataFrame
-    schema: dict[str, str]
+    schema: dict[str, str]  # model inputs: the service's features, then request features
     numeric: list[str]
     categorical: list[str]
+    service: ServiceInfo
+    window: tuple[datetime | None, datetime | None] = (None, None)
 
 
 @dataclass
@@ -85,61 +89,77 @@ class TrainResult:
         return asdict(self)
 
 
-def resolve_spec(spec: ModelSpec | str | Path) -> ModelSpec:
-    """A spec object, a YAML path, or the name of a shipped spec (``churn``)."""
-    if isinstance(spec, ModelSpec):
-        spec.check()
-        return spec
-    text = str(spec)
-    if "/" not in text and "\n" not in text and not text.endswith((".yaml", ".yml")):
-        return load_spec(builtin_spec_path(text))
-    return load_spec(text)
-
-
-def signature_for(spec: ModelSpec, schema: dict[str, str]) -> dict[str, Any]:
+def signature_for(spec: ModelSpec, data: TrainingSet, classes: list[Any] | None) -> dict[str, Any]:
+    """What a request to this version must carry and what it answers; the gateway serves from this alone."""
     return {
-        "inputs": [{"name": name, "dtype": dtype, "nullable": True} for name, dtype in schema.items()],
-        "outputs": [{"name": "label", "dtype": "int64"}, {"name": "probability", "dtype": "float64"}],
-        "task": "binary_classification",
-        "classes": [0, 1],
+        "inputs": [{"name": name, "dtype": dtype, "nullable": True} for name, dtype in data.schema.items()],
+        "outputs": output_signature(spec.task, classes),
+        "task": spec.task,
+        **({"classes": classes} if classes is not None else {}),
+        "label": spec.label,
         "feature_service": spec.feature_service,
-        "entity_key": spec.entity_key,
+        "entity_keys": [{"name": k, "dtype": d} for k, d in data.service.keys.items()],
+        "request_fields": [{"name": k, "dtype": d} for k, d in data.service.request.items()],
+        "request_features": list(spec.request_features),
+        "example": request_example(spec, data),
     }
+
+
+def request_example(spec: ModelSpec, data: TrainingSet) -> dict[str, Any]:
+    """A request a person can send as it is, shown in the gateway's OpenAPI page: typical feature values
+    (the median of numbers, the most frequent category) and the keys and request data of the latest row."""
+    frame = data.frame
+    inputs: dict[str, Any] = {}
+    for name, dtype in data.schema.items():
+        values = frame[name].dropna()
+        if values.empty:
+            inputs[name] = None
+        elif dtype == "string":
+            inputs[name] = str(values.astype(str).mode().iloc[0])
+        else:
+            median = float(values.astype(float).median())
+            inputs[name] = int(round(median)) if dtype == "int64" else round(median, 4)
+    last = frame.iloc[-1]
+    entities = {k: plain_class(last[k]) for k in data.service.keys}
+    request = {k: plain_class(last[k]) for k in [*data.service.request, *spec.request_features]}
+    return {"inputs": inputs, "entities": entities, **({"request_data": request} if request else {})}
 
 
 # -- stages ---------------------------------------------------------------------------------------------
 
 
-def fetch_training_set(spec: ModelSpec, fetcher: FeatureFetcher, entities: pd.DataFrame | None = None, *,
-                       settings: Any = None, now: datetime | None = None) -> TrainingSet:
-    """Entities in the query window, joined point-in-time with the feature service's features.
+def fetch_training_set(spec: ModelSpec, fetcher: FeatureFetcher, project: Project | None,
+                       entities: pd.DataFrame | None = None, *, now: datetime | None = None) -> TrainingSet:
+    """The labelled rows in the spec's window, joined point-in-time with the feature service's features.
 
     Every bad-input check happens here, before anything is written.
     """
-    schema = fetcher.schema(spec.feature_service)
-    if not schema:
+    features = fetcher.schema(spec.feature_service)
+    if not features:
         raise TrainingInputError(f"feature service {spec.feature_service!r} has no features")
-    raw = entities if entities is not None else read_entities(spec.entities.source, settings)
-    selected = select_entities(raw, spec.entities, entity_key=spec.entity_key, label=spec.label, now=now)
-    clash = [c for c in selected.columns if c in schema]
-    if clash:  # a feature column in the entity source would silently shadow the joined feature
-        selected = selected.drop(columns=clash)
+    info = fetcher.service(spec.feature_service)
+    if entities is None:
+        if project is None:
+            raise TrainingInputError("no project to read the label source from")
+        entities = read_labels(spec.labels, project)
+    selected = select_rows(entities, spec, info, now=now)
+    schema = input_schema(spec, features, info, selected)
+    ts = spec.labels.timestamp_column
     try:
-        frame = fetcher.historical(spec.feature_service, selected)
+        frame = fetcher.historical(spec.feature_service, selected, ts)
     except (ValueError, KeyError) as exc:
         raise TrainingInputError(f"point-in-time join for {spec.feature_service!r} failed: {exc}") from exc
     if frame.empty:
         raise TrainingInputError(f"the point-in-time join for {spec.feature_service!r} returned no rows")
-    ts = spec.entities.timestamp_column
     frame = coerce_features(frame, schema)
     frame[ts] = pd.to_datetime(frame[ts], utc=True)
-    frame = frame.sort_values([ts, spec.entity_key], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values([ts, *info.keys], kind="stable").reset_index(drop=True)
     numeric = [c for c, d in schema.items() if d != "string"]
     categorical = [c for c, d in schema.items() if d == "string"]
     present_num, present_cat = infer_kinds(frame, [c for c in schema if c in frame.columns])
-    log.info("training set: %d rows, %d numeric + %d categorical features", len(frame), len(present_num),
+    log.info("training set: %d rows, %d numeric + %d categorical inputs", len(frame), len(present_num),
              len(present_cat))
-    return TrainingSet(frame, schema, numeric, categorical)
+    return TrainingSet(frame, schema, numeric, categorical, info, spec.labels.window(now))
 
 
 def production_reference(registry: Registry, spec: ModelSpec) -> tuple[str | None, bytes | None]:
@@ -154,7 +174,7 @@ def production_reference(registry: Registry, spec: ModelSpec) -> tuple[str | Non
 def profile_and_validate(spec: ModelSpec, data: TrainingSet, reference_name: str | None,
                          reference_blob: bytes | None) -> tuple[bytes, ValidationReport]:
     """whylogs profile of the training set (the new version's reference) and the validation report."""
-    from esteira import profiles
+    from core import profiles
 
     columns = [c for c in data.schema if c in data.frame.columns] + [spec.label]
     profile = profiles.profile_frame(data.frame[[c for c in columns if c in data.frame.columns]])
@@ -165,19 +185,20 @@ def profile_and_validate(spec: ModelSpec, data: TrainingSet, reference_name: str
             drift = profiles.drift_scores(reference_blob, profile, columns=list(data.schema))
         except Exception as exc:  # noqa: BLE001 - drift is information here; never block on computing it
             log.warning("drift scores unavailable: %s", exc)
-    report = validate_training_frame(data.frame, schema=data.schema, label=spec.label, limits=spec.validation,
-                                     reference=reference, reference_name=reference_name, drift=drift)
+    report = validate_training_frame(data.frame, schema=data.schema, label=spec.label, task=spec.task,
+                                     limits=spec.validation, reference=reference, reference_name=reference_name,
+                                     drift=drift)
     return profile, report
 
 
 def search(spec: ModelSpec, data: TrainingSet, train_part: pd.DataFrame, *, parallel: bool,
            on_result: Callable[[int, int, TrialResult], None] | None = None) -> list[TrialResult]:
     """Every configuration of the spec, cross-validated on the training part (not the holdout)."""
-    configs = number_trials(spec.trial_configs(), spec.seed)
-    settings = CVSettings(metric=spec.metric, folds=spec.cv.folds, strategy=spec.cv.strategy, seed=spec.seed,
-                          numeric=tuple(data.numeric), categorical=tuple(data.categorical))
+    configs = number_trials(spec.trial_configs(), spec.seed, spec.task)
+    settings = CVSettings(task=spec.task, metric=spec.metric, folds=spec.cv.folds, strategy=spec.cv.strategy,
+                          seed=spec.seed, numeric=tuple(data.numeric), categorical=tuple(data.categorical))
     X = train_part[list(data.schema)]
-    y = train_part[spec.label].to_numpy().astype(np.int64)
+    y = label_values(spec.task, train_part[spec.label].to_numpy())
     if parallel:
         return run_on_ray(configs, X, y, settings, cpus_per_trial=spec.search.cpus_per_trial,
                           timeout_s=spec.search.trial_timeout_s, on_result=on_result)
@@ -187,29 +208,37 @@ def search(spec: ModelSpec, data: TrainingSet, train_part: pd.DataFrame, *, para
 # -- the procedure --------------------------------------------------------------------------------------
 
 
-def train(spec: ModelSpec | str | Path, *, registry: Registry | None = None, fetcher: FeatureFetcher | None = None,
-          entities: pd.DataFrame | None = None, reporter: Reporter | None = None, parallel: bool = True,
-          flow_run_id: str | None = None, actor: str = "train", step: Step = direct_step,
-          now: datetime | None = None) -> TrainResult:
+def train(spec: ModelSpec | str | Path, *, project: Project | str | None = None, registry: Registry | None = None,
+          fetcher: FeatureFetcher | None = None, entities: pd.DataFrame | None = None,
+          reporter: Reporter | None = None, parallel: bool = True, flow_run_id: str | None = None,
+          actor: str = "train", step: Step = direct_step, now: datetime | None = None) -> TrainResult:
     """Train, evaluate against production, register and promote a model as its spec says.
 
-    ``entities`` overrides the spec's entity source (a DataFrame of keys, timestamps, request
-    fields and labels); ``parallel=False`` runs the trials in this process instead of on Ray.
+    ``spec`` is a spec object, a path, or the name of a spec in the project's ``specs/``. ``entities``
+    overrides the spec's label source (a DataFrame of keys, timestamps, request fields and labels);
+    ``parallel=False`` runs the trials in this process instead of on Ray. Progress (stages, trials done,
+    best so far) goes to ``reporter``.
     """
-    spec = resolve_spec(spec)
+    resolved_project = current_project(project) if project is not None or fetcher is None else None
+    spec = resolve_spec(spec, resolved_project)
     registry = registry or Registry.from_url()
-    fetcher = fetcher or FeastFetcher()
+    fetcher = fetcher or FeastFetcher(resolved_project, apply=True)
     reporter = reporter or LogReporter()
     started = time.perf_counter()
 
-    data: TrainingSet = step(fetch_training_set, spec, fetcher, entities, now=now, name="fetch-features",
-                             retries=2)
-    ts = spec.entities.timestamp_column
-    split = evaluate.time_holdout(data.frame, timestamp=ts, fraction=spec.holdout.fraction, label=spec.label)
+    reporter.stage("features", f"{spec.name}: point-in-time training set from {spec.feature_service}")
+    data: TrainingSet = step(fetch_training_set, spec, fetcher, resolved_project, entities, now=now,
+                             name="fetch-features", retries=2)
+    ts = spec.labels.timestamp_column
+    split = evaluate.time_holdout(data.frame, timestamp=ts, fraction=spec.holdout.fraction, label=spec.label,
+                                  task=spec.task)
     snapshot: Snapshot = step(write_snapshot, registry, spec.name, data.frame, name="snapshot", retries=2)
+    window = {"start": data.window[0].isoformat() if data.window[0] else None,
+              "end": (data.window[1] or now or datetime.now(UTC)).isoformat()}
     run = registry.start_run(spec.name, spec=spec.to_dict(), flow_run_id=flow_run_id,
                              training_set_sha256=snapshot.sha256)
     try:
+        reporter.stage("validate", f"{spec.name}: {len(data.frame):,} rows, validating against production")
         ref_name, ref_blob = step(production_reference, registry, spec, name="read-production", retries=2)
         profile, report = step(profile_and_validate, spec, data, ref_name, ref_blob, name="validate")
         reporter.markdown("validation-report", report.to_markdown(), f"Data validation of {spec.name}")
@@ -217,11 +246,19 @@ def train(spec: ModelSpec | str | Path, *, registry: Registry | None = None, fet
             raise DataValidationError(f"training data for {spec.name!r} failed validation: {report.summary()}",
                                       report)
 
+        best_so_far: list[TrialResult] = []
+
         def progress(done: int, total: int, result: TrialResult) -> None:
-            reporter.progress("search-progress", done, total, f"{spec.name}: trials done")
+            if result.status == "succeeded" and (not best_so_far or result.score > best_so_far[0].score):
+                best_so_far[:] = [result]
+            best = (f"best cv {spec.metric} {best_so_far[0].score:.4f} ({best_so_far[0].family})"
+                    if best_so_far else "no trial succeeded yet")
+            reporter.progress("search-progress", done, total, f"{spec.name}: {done}/{total} trials, {best}")
             log.info("trial %d/%d %s %s: %s", done, total, result.family, result.status,
                      f"{result.score:.4f}" if result.status == "succeeded" else (result.error or "").split("\n")[0])
 
+        reporter.stage("search", f"{spec.name}: {len(spec.trial_configs())} trials, {spec.cv.folds}-fold CV "
+                                 f"{'on Ray' if parallel else 'in this process'}")
         results: list[TrialResult] = step(search, spec, data, split.train, parallel=parallel, on_result=progress,
                                           name="search")
         trial_rows = registry.record_trials(run.id, [r.to_record() for r in results])  # type: ignore[arg-type]
@@ -234,13 +271,16 @@ def train(spec: ModelSpec | str | Path, *, registry: Registry | None = None, fet
         if best.status != "succeeded":
             raise SearchFailed(f"all {len(results)} trials failed; first error: {(best.error or '').splitlines()[0]}")
 
-        signature = signature_for(spec, data.schema)
-        X_train, y_train = split.train[list(data.schema)], split.train[spec.label].to_numpy().astype(np.int64)
+        reporter.stage("evaluate", f"{spec.name}: refit {best.family}, compare with production on the holdout")
+        X_train = split.train[list(data.schema)]
+        y_train = label_values(spec.task, split.train[spec.label].to_numpy())
         model = step(evaluate.fit_final, best.family, best.params, X_train, y_train, data.numeric, data.categorical,
-                     name="refit")
+                     spec.task, name="refit")
+        classes = [plain_class(c) for c in model.classes_] if hasattr(model, "classes_") else None
+        signature = signature_for(spec, data, classes)
         holdout_metrics = evaluate.evaluate_candidate(model, signature, split.holdout, spec.label, spec.metric)
         production = step(evaluate.evaluate_production, registry, spec.name, spec.promotion.alias, split.holdout,
-                          spec.label, spec.metric, name="evaluate-production", retries=2)
+                          spec.label, spec.metric, signature, name="evaluate-production", retries=2)
         decision = promotion.decide(spec.promotion, spec.metric, holdout_metrics[spec.metric], production)
 
         metrics = {f"cv_{spec.metric}": best.metrics["cv_mean"], f"cv_{spec.metric}_std": best.metrics["cv_std"],
@@ -253,14 +293,17 @@ def train(spec: ModelSpec | str | Path, *, registry: Registry | None = None, fet
             spec.name, model, flavor="sklearn", signature=signature,
             params={"family": best.family, **best.params},
             metrics=metrics,
-            tags={"family": best.family, "metric": spec.metric, "holdout_cutoff": str(split.cutoff),
+            tags={"family": best.family, "task": spec.task, "metric": spec.metric,
+                  "holdout_cutoff": str(split.cutoff),
                   "decision": decision.alias, **({"production_version": str(production.version)}
                                                  if production.version else {})},
             feature_service=spec.feature_service, training_set_uri=snapshot.uri,
-            training_set_sha256=snapshot.sha256, code_version=code_version(), package_versions=package_versions(),
+            training_set_sha256=snapshot.sha256, package_versions=package_versions(),
+            code_version=resolved_project.code_version() if resolved_project else None,
             flow_run_id=flow_run_id, training_run_id=run.id, reference_profile=profile,
             description=spec.description, actor=actor,
         )
+        reporter.stage("register", f"{spec.name} v{mv.version}: {decision.alias} ({decision.reason})")
         promotion.apply(registry, spec.name, mv.version, decision, actor=actor,
                         details={"metric": spec.metric, "candidate": holdout_metrics[spec.metric],
                                  "production": production.metric, "production_version": production.version,
@@ -270,7 +313,7 @@ def train(spec: ModelSpec | str | Path, *, registry: Registry | None = None, fet
             f"{spec.name} v{mv.version} vs production")
         registry.finish_run(run.id, status="succeeded", best_trial_id=trial_ids[best.index],  # type: ignore[arg-type]
                             registered_version=mv.version,
-                            summary={"decision": decision.alias, "reason": decision.reason,
+                            summary={"decision": decision.alias, "reason": decision.reason, "window": window,
                                      "seconds": round(time.perf_counter() - started, 2),
                                      "holdout_metric": holdout_metrics[spec.metric],
                                      "production_metric": production.metric})
@@ -300,20 +343,30 @@ def prefect_step(fn: Callable[..., T], *args: Any, name: str = "", retries: int 
 
 
 @flow(name="train", log_prints=True)
-def train_flow(spec: str = "churn", parallel: bool = True, database_url: str | None = None) -> dict[str, Any]:
-    """Train the model a spec describes (a shipped spec name like ``churn`` or a YAML path).
+def train_flow(spec: str | None = None, project: str | None = None, parallel: bool = True,
+               database_url: str | None = None) -> dict[str, Any]:
+    """Train the model a spec describes: a spec name of the project's ``specs/`` or a YAML path; no spec
+    trains every spec of the project, one after the other (what the nightly deployment does).
 
+    ``project``: the project folder (default: ``ESTEIRA_PROJECT`` of the worker, or its working folder).
     Artifacts: ``validation-report``, ``search-progress``, ``trial-leaderboard``, ``evaluation``.
     """
     from prefect.runtime import flow_run
 
     from flows.reporting import PrefectReporter
 
+    resolved = current_project(project)
+    names = [spec] if spec else resolved.spec_names()
+    if not names:
+        raise TrainingInputError(f"project {resolved.root} has no model specs in {resolved.specs_dir}")
     registry = Registry.from_url(database_url)
     run_id = str(flow_run.id) if flow_run.id else None
+    results = {}
     try:
-        result = train(spec, registry=registry, reporter=PrefectReporter(), parallel=parallel, flow_run_id=run_id,
-                       actor=f"prefect:train/{run_id}", step=prefect_step)
+        for name in names:
+            results[name] = train(name, project=resolved, registry=registry, reporter=PrefectReporter(),
+                                  parallel=parallel, flow_run_id=run_id, actor=f"prefect:train/{run_id}",
+                                  step=prefect_step).to_dict()
     finally:
         registry.close()
-    return result.to_dict()
+    return results[names[0]] if spec else results

@@ -88,22 +88,51 @@ def _is_string(series: pd.Series) -> bool:
                 or isinstance(series.dtype, pd.CategoricalDtype))
 
 
-def check_label(report: ValidationReport, frame: pd.DataFrame, label: str, limits: ValidationThresholds) -> None:
+def check_label(report: ValidationReport, frame: pd.DataFrame, label: str, task: str,
+                limits: ValidationThresholds) -> None:
+    """The label fits the task: two classes in a sane balance, several classes with enough rows each, or
+    numbers."""
     if label not in frame.columns:
         report.add("label present", "fail", f"label column {label!r} is missing", label)
         return
     values = frame[label].dropna()
-    unknown = sorted(set(values.unique().tolist()) - {0, 1})
-    if unknown:
-        report.add("label binary", "fail", f"label has values other than 0/1: {unknown[:5]}", label)
+    if task == "regression":
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = int(numbers.isna().sum())
+        if bad:
+            example = values[numbers.isna()].iloc[0]
+            report.add("label numeric", "fail", f"{bad} label values are not numbers (e.g. {example!r})", label)
+        elif numbers.nunique() < 2:
+            report.add("label varies", "fail", "every label has the same value", label)
+        else:
+            report.add("label numeric", "pass", f"mean {numbers.mean():.4g}, std {numbers.std():.4g}", label)
         return
-    rate = float(values.astype(float).mean()) if len(values) else 0.0
-    if not limits.min_positive_rate <= rate <= 1 - limits.min_positive_rate:
-        report.add("label balance", "fail",
-                   f"positive rate {rate:.4f} outside [{limits.min_positive_rate}, {1 - limits.min_positive_rate}]",
-                   label)
+    counts = values.value_counts()
+    if task == "binary":
+        if len(counts) != 2:
+            report.add("label binary", "fail",
+                       f"a binary label needs exactly two classes, found {len(counts)}: {list(counts.index[:5])}",
+                       label)
+            return
+        rate = float(counts.min() / counts.sum())
+        if rate < limits.min_positive_rate:
+            report.add("label balance", "fail",
+                       f"the rarer class {counts.idxmin()!r} is {rate:.4f} of the labels, under "
+                       f"min_positive_rate={limits.min_positive_rate}", label)
+        else:
+            report.add("label balance", "pass", f"class shares {(counts / counts.sum()).round(4).to_dict()}", label)
+        return
+    if len(counts) < 3:
+        report.add("label classes", "fail", f"a multiclass label needs at least three classes, found "
+                   f"{list(counts.index)} (use task: binary for two)", label)
+        return
+    rare = counts[counts < limits.min_class_rows]
+    if not rare.empty:
+        report.add("label classes", "fail", f"classes with fewer than min_class_rows={limits.min_class_rows} rows: "
+                   f"{rare.to_dict()}", label)
     else:
-        report.add("label balance", "pass", f"positive rate {rate:.4f}", label)
+        report.add("label classes", "pass", f"{len(counts)} classes, rarest {counts.idxmin()!r} with "
+                   f"{int(counts.min())} rows", label)
 
 
 def check_schema(report: ValidationReport, frame: pd.DataFrame, schema: Mapping[str, str]) -> None:
@@ -190,18 +219,18 @@ def _check_categories(report: ValidationReport, column: str, series: pd.Series, 
     report.add("categories", status, detail, column)
 
 
-def validate_training_frame(frame: pd.DataFrame, *, schema: Mapping[str, str], label: str,
+def validate_training_frame(frame: pd.DataFrame, *, schema: Mapping[str, str], label: str, task: str,
                             limits: ValidationThresholds,
                             reference: Mapping[str, Mapping[str, Any]] | None = None,
                             reference_name: str | None = None,
                             drift: Mapping[str, Mapping[str, Any]] | None = None) -> ValidationReport:
-    """Run every check; ``reference`` is ``esteira.profiles.profile_summary`` of production's profile."""
+    """Run every check; ``reference`` is ``core.profiles.profile_summary`` of production's profile."""
     report = ValidationReport(rows=len(frame), reference=reference_name, drift=dict(drift or {}))
     if len(frame) < limits.min_rows:
         report.add("row count", "fail", f"{len(frame)} rows < min_rows={limits.min_rows}")
     else:
         report.add("row count", "pass", f"{len(frame)} rows")
-    check_label(report, frame, label, limits)
+    check_label(report, frame, label, task, limits)
     check_schema(report, frame, schema)
     check_nulls(report, frame, schema, limits, reference)
     if reference:

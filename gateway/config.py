@@ -2,7 +2,7 @@
 
 Ray Serve passes deployment arguments by value to every replica (and a ``serve deploy`` config file
 passes them as YAML ``args``), so the configuration is a pydantic model that round-trips through a
-dict. Anything not given falls back to :mod:`esteira.settings` when the replica starts, not at import.
+dict. Anything not given falls back to :mod:`core.settings` when the replica starts, not at import.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 class GatewayConfig(BaseModel):
     """What one gateway serves and how. Every field has a safe embedded default."""
 
+    project: str | None = Field(default=None, description="The project folder whose feature_store.yaml describes "
+                                "the feature stores (entity-key lookups); default: the settings' one.")
     database_url: str | None = Field(default=None, description="Registry URL; default: the settings' one.")
     artifact_root: str | None = Field(default=None, description="Artifact store root; default: the settings' one.")
     models: list[str] | None = Field(
@@ -58,11 +60,12 @@ class GatewayConfig(BaseModel):
 
     def resolved(self) -> GatewayConfig:
         """A copy with the settings' defaults filled in. Called in the replica, never at import."""
-        from esteira.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
         secret = lambda value: value.get_secret_value() if value is not None else None  # noqa: E731
         return self.model_copy(update={
+            "project": self.project or (str(settings.project) if settings.project else None),
             "database_url": self.database_url or settings.resolved_database_url,
             "artifact_root": self.artifact_root or settings.resolved_artifact_root,
             "poll_interval_s": self.poll_interval_s or settings.gateway_poll_interval_s,

@@ -1,9 +1,15 @@
 """Entity keys in, model inputs out: the gateway's side of the one feature fetcher.
 
-The gateway does not compute features itself. For an entity-key request it asks the same module that
-built the training set (``feature_repo.store``) for the same feature service (the one recorded on the
-model version), so on-demand features are computed by the same registered function as in training and
-no skew can creep in.
+The gateway does not compute features itself. For an entity-key request it asks the same library that
+built the training set (``feature_repo``) for the same feature service (the one recorded on the model
+version), so on-demand features are computed by the same registered function as in training and no skew
+can creep in. It opens the project's store read-only: what a flow applied is what it serves, and no
+project code is imported.
+
+What is checked before the store is asked, against the version's signature: every join key present and of
+its type, every request field and request feature present and of its type (an ``Int64`` field refuses
+``2475.7``), nothing unknown. After: a row for which the store holds nothing at all is an unknown entity,
+a 404 naming its keys; a row with some features missing is scored with them imputed, as in training.
 
 Where the read runs: Feast's online read is blocking. Against a network store (Redis) it runs in a worker
 thread, so a slow store stalls one request and not the replica. Against the embedded SQLite file a small
@@ -20,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from gateway.errors import InvalidInput, ModelNotFound, Unavailable
+from gateway.signature import InputSpec, check_value, typed_specs
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +37,24 @@ class FeatureLookup(Protocol):
     def warm(self, feature_services: Sequence[str]) -> None: ...
 
     async def lookup(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]],
-                     request_data: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
-                     ) -> list[dict[str, Any]]: ...
+                     request_data: Sequence[Mapping[str, Any]] | None) -> tuple[list[dict[str, Any]], list[bool]]:
+        """Rows of features per entity row, and per row whether the store held anything for its keys."""
+        ...
 
 
 class FeastLookup:
-    """Online features through ``feature_repo.store`` (one ``FeatureStore`` per process, opened on first use).
+    """Online features through ``feature_repo`` (one ``FeatureStore`` per process, opened on first use).
 
+    ``project``: the project folder whose ``feature_store.yaml`` describes the stores (default: the settings').
     ``inline_max_rows``: reads of at most this many entities from a local (SQLite) online store run on the
     event loop; 0 sends every read to a thread.
     """
 
-    def __init__(self, inline_max_rows: int = 8) -> None:
+    def __init__(self, inline_max_rows: int = 8, project: str | None = None) -> None:
         self._store: Any | None = None
         self._lock = threading.Lock()
         self._inline_max_rows = inline_max_rows
+        self._project = project
         self._local: bool | None = None
 
     def _open(self) -> Any:
@@ -52,7 +62,7 @@ class FeastLookup:
             if self._store is None:
                 from feature_repo.store import open_store
 
-                self._store = open_store(apply=False)  # serving only reads what a flow applied
+                self._store = open_store(self._project)  # read-only: serving never applies definitions
                 self._local = getattr(self._store.config.online_store, "type", "") == "sqlite"
             return self._store
 
@@ -60,27 +70,30 @@ class FeastLookup:
         """Open the store and read each service once, before traffic: the first read imports Feast's
         online path and loads the registry (about a second), which must not land on a client's request.
         Best effort: a failure here is logged and the first request retries (and reports) it."""
-        from feature_repo.store import entity_keys, online_features, request_fields
+        from feature_repo.online import online_lookup
+        from feature_repo.services import service_plan
 
         try:
             store = self._open()
             for service in feature_services:
-                # key 0 and request fields 0: a miss is fine, the point is to run the whole read path
-                row = {name: 0 for name in [*entity_keys(store, service), *request_fields(store, service)]}
-                online_features(store, service, [row])
+                plan = service_plan(store, service)
+                # placeholder keys of each key's type: a miss is fine, the point is to run the whole read path
+                row = {name: "" if "String" in dtype else 0 for name, dtype in (*plan.key_types, *plan.request)}
+                online_lookup(store, service, [row])
         except Exception:  # noqa: BLE001 - warming must never stop a replica from starting
             log.warning("feature store warm-up failed; the first entity-key request will retry", exc_info=True)
 
     def _lookup(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]],
-                request_data: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-        from feature_repo.store import FeatureServiceNotFound, online_features
+                request_data: Sequence[Mapping[str, Any]] | None) -> tuple[list[dict[str, Any]], list[bool]]:
+        from feature_repo.online import online_lookup
+        from feature_repo.services import FeatureServiceNotFound
 
         try:
             store = self._open()
         except Exception as exc:  # noqa: BLE001 - any failure to open the store is "unavailable"
             raise Unavailable(f"feature store unavailable: {exc}") from None
         try:
-            return online_features(store, feature_service, entity_rows, request_data)
+            result = online_lookup(store, feature_service, entity_rows, request_data)
         except FeatureServiceNotFound as exc:
             raise Unavailable(f"feature service {feature_service!r} of this model is not in the feature "
                               f"store: {exc}") from None
@@ -88,26 +101,86 @@ class FeastLookup:
             raise InvalidInput(f"entity lookup refused: {exc}", field="entities") from None
         except Exception as exc:  # noqa: BLE001 - online store down, connection errors
             raise Unavailable(f"online feature lookup failed: {type(exc).__name__}: {exc}") from None
+        return result.rows, result.found
 
     async def lookup(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]],
-                     request_data: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
-                     ) -> list[dict[str, Any]]:
+                     request_data: Sequence[Mapping[str, Any]] | None) -> tuple[list[dict[str, Any]], list[bool]]:
         if self._local and len(entity_rows) <= self._inline_max_rows:
             return self._lookup(feature_service, entity_rows, request_data)
         return await asyncio.to_thread(self._lookup, feature_service, entity_rows, request_data)
 
 
-def features_for(rows: Sequence[Mapping[str, Any]], feature_names: Sequence[str],
-                 entity_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Keep only the model's inputs from looked-up rows; an entity with no stored features is a 404."""
+def _typed_row(row: Any, specs: Sequence[InputSpec], where: str, what: str) -> dict[str, Any]:
+    """One object of the request checked against ``specs``: all present, none unknown, each of its type."""
+    if not isinstance(row, Mapping):
+        raise InvalidInput(f"{where} must be an object of {what}", field=where)
+    names = {spec.name for spec in specs}
+    unknown = sorted(k for k in row if k not in names)
+    if unknown:
+        raise InvalidInput(f"unexpected {what} {unknown[0]!r} (this model takes {sorted(names) or 'none'})",
+                           field=f"{where}.{unknown[0]}")
+    out = {}
+    for spec in specs:
+        if spec.name not in row:
+            raise InvalidInput(f"missing {what} {spec.name!r}", field=f"{where}.{spec.name}")
+        out[spec.name] = check_value(spec, row[spec.name], f"{where}.{spec.name}")
+    return out
+
+
+def entity_request(signature: Mapping[str, Any], entities: Sequence[Any], request_data: Any
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The request's entity rows and request data, checked against the version's signature.
+
+    ``request_data`` is one object for every entity or a list with one per entity; it carries the request
+    fields the feature service's on-demand views read and the model's request features.
+    """
+    key_specs = typed_specs(signature.get("entity_keys", []) or [], nullable=False)
+    request_specs = typed_specs([*(signature.get("request_fields", []) or []),
+                                 *({"name": n, "dtype": _dtype_of(signature, n)}
+                                   for n in signature.get("request_features", []) or [])], nullable=False)
+    single = len(entities) == 1
+    rows = [_typed_row(e, key_specs, "entities" if single else f"entities[{i}]", "entity key")
+            for i, e in enumerate(entities)] if key_specs else [dict(e) for e in entities]
+    if request_data is None:
+        request_data = {}
+    if isinstance(request_data, list):
+        if len(request_data) != len(entities):
+            raise InvalidInput("request_data must be one object, or one per entity", field="request_data")
+        data = [_typed_row(r, request_specs, f"request_data[{i}]", "request field")
+                for i, r in enumerate(request_data)]
+    else:
+        one = _typed_row(request_data, request_specs, "request_data", "request field")
+        data = [one] * len(entities)
+    return rows, data
+
+
+def _dtype_of(signature: Mapping[str, Any], name: str) -> str:
+    for item in signature.get("inputs", []) or []:
+        if item.get("name") == name:
+            return str(item.get("dtype", "string"))
+    return "string"
+
+
+def features_for(rows: Sequence[Mapping[str, Any]], found: Sequence[bool], feature_names: Sequence[str],
+                 entity_rows: Sequence[Mapping[str, Any]], request_data: Sequence[Mapping[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    """The model's inputs per row: looked-up features, then request features from the request data.
+
+    A row for which the store held nothing at all is an unknown entity: 404, naming its keys.
+    """
     out = []
-    for index, (row, entity) in enumerate(zip(rows, entity_rows, strict=True)):
-        selected = {name: row.get(name) for name in feature_names}
-        stored = [value for name, value in selected.items() if name in row]
-        if stored and all(value is None for value in stored):
-            raise ModelNotFound(f"no features stored for entity {dict(entity)}", field=f"entities[{index}]")
-        missing = [name for name in feature_names if name not in row]
-        if missing:
-            raise Unavailable(f"the feature service does not provide model input {missing[0]!r}")
+    for index, (row, known, entity, extra) in enumerate(zip(rows, found, entity_rows, request_data, strict=True)):
+        if not known:
+            keys = ", ".join(f"{k}={v!r}" for k, v in entity.items())
+            raise ModelNotFound(f"unknown entity: the feature store holds no features for {keys}",
+                                field="entities" if len(rows) == 1 else f"entities[{index}]")
+        selected = {}
+        for name in feature_names:
+            if name in extra:
+                selected[name] = extra[name]
+            elif name in row:
+                selected[name] = row[name]
+            else:
+                raise Unavailable(f"the feature service does not provide model input {name!r}")
         out.append(selected)
     return out

@@ -28,22 +28,16 @@ from typing import IO, Any
 
 import pandas as pd
 
+from core.inference_log import META_COLUMNS, filesystem
+
 log = logging.getLogger(__name__)
 
 NICE_INCREMENT = 10
-META_COLUMNS = ("request_id", "row", "timestamp", "model", "model_version", "role")
-
-
-def filesystem(root: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path inside it) of a log root: a folder or any fsspec URI."""
-    from fsspec.core import url_to_fs
-
-    return url_to_fs(root)
 
 
 def write_window_profiles(frame: pd.DataFrame, root: str, model: str, window_s: int) -> int:
     """Profile the production rows of one log batch, one whylogs profile per time window; returns the count."""
-    from esteira.profiles import profile_frame
+    from core.profiles import profile_frame
 
     fs, base = filesystem(root)
     production = frame[frame["role"] == "production"]
@@ -80,7 +74,7 @@ def main(stream: IO[str] | None = None) -> None:
         os.nice(NICE_INCREMENT)
     except OSError:  # not allowed here: run at the parent's priority
         pass
-    from esteira import profiles
+    from core import profiles
 
     profiles._why()  # import whylogs before the first job, not during it
     for line in stream or sys.stdin:

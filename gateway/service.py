@@ -25,7 +25,7 @@ import numpy as np
 from gateway.batching import MicroBatcher
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, InvalidInput, ModelNotFound
-from gateway.features import FeatureLookup, features_for
+from gateway.features import FeatureLookup, entity_request, features_for
 from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord
 from gateway.metrics import GatewayMetrics
 from gateway.models import LoadedModel, ModelManager
@@ -97,7 +97,7 @@ class ModelService:
         if config.feast_lookup:
             from gateway.features import FeastLookup
 
-            features = FeastLookup(inline_max_rows=config.inline_lookup_max_rows)
+            features = FeastLookup(inline_max_rows=config.inline_lookup_max_rows, project=config.project)
         return cls(config, manager, metrics=metrics, inference_log=inference_log, features=features)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -238,11 +238,9 @@ class ModelService:
             raise InvalidInput("no entities to look up", field="entities")
         if len(entities) > MAX_ROWS:
             raise InvalidInput(f"at most {MAX_ROWS} entities per request", field="entities")
-        request_data = body.request_data
-        if isinstance(request_data, list) and len(request_data) != len(entities):
-            raise InvalidInput("request_data must be one object, or one per entity", field="request_data")
-        rows = await self.features.lookup(model.feature_service, entities, request_data)
-        selected = features_for(rows, [spec.name for spec in model.specs], entities)
+        keys, request_data = entity_request(model.signature, entities, body.request_data)
+        rows, found = await self.features.lookup(model.feature_service, keys, request_data)
+        selected = features_for(rows, found, [spec.name for spec in model.specs], keys, request_data)
         return rows_to_columns(selected, model.specs, field_prefix="features")
 
     @staticmethod

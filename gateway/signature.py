@@ -37,6 +37,7 @@ V2_INTEGER = frozenset({"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "
 class InputSpec:
     name: str
     dtype: str
+    nullable: bool = False  # a missing value (null) is accepted and left to the model, which imputes it
 
     @property
     def v2_datatype(self) -> str:
@@ -56,25 +57,39 @@ def v2_datatype_for(dtype: str) -> str:
 
 def input_specs(signature: Mapping[str, Any]) -> tuple[InputSpec, ...]:
     """The signature's inputs; unknown dtypes are treated as strings (validated as such, never guessed)."""
+    return typed_specs(signature.get("inputs", []) or [])
+
+
+def typed_specs(items: Sequence[Mapping[str, Any]], *, nullable: bool | None = None) -> tuple[InputSpec, ...]:
+    """``[{"name", "dtype", "nullable"}]`` as specs (also for entity keys and request data, never nullable)."""
     specs = []
-    for item in signature.get("inputs", []) or []:
+    for item in items:
         dtype = str(item.get("dtype", "string")).lower()
-        specs.append(InputSpec(name=str(item["name"]), dtype=dtype if dtype in NUMPY_DTYPES else "string"))
+        specs.append(InputSpec(name=str(item["name"]), dtype=dtype if dtype in NUMPY_DTYPES else "string",
+                               nullable=bool(item.get("nullable", False)) if nullable is None else nullable))
     return tuple(specs)
 
 
-def _check_value(spec: InputSpec, value: Any, where: str) -> Any:
-    """One JSON value, checked against its column's dtype; returns what goes into the array."""
+def check_value(spec: InputSpec, value: Any, where: str) -> Any:
+    """One JSON value, checked against its column's dtype; returns what goes into the array.
+
+    A null is a missing value where the input is nullable (Feast returns one for a feature with no stored
+    value): NaN for numbers, None for strings, imputed by the model as in training. Elsewhere it is refused.
+    """
     dtype = spec.dtype
+    if value is None:
+        if not spec.nullable:
+            raise InvalidInput(f"{spec.name!r} must not be null", field=where)
+        return None if dtype in ("string", "str") else math.nan
     if dtype in FLOAT_KINDS:
-        if value is None:
-            return math.nan  # a missing value, as Feast returns for an absent entity; the model decides
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(f"feature {spec.name!r} must be a number, got {type(value).__name__}", field=where)
         if isinstance(value, int) and abs(value) > 2**63:
             raise InvalidInput(f"feature {spec.name!r} is out of range", field=where)
         return value
     if dtype in INT_KINDS:
+        if isinstance(value, float) and math.isnan(value) and spec.nullable:
+            return math.nan
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(f"feature {spec.name!r} must be an integer, got {type(value).__name__}", field=where)
         if isinstance(value, float):
@@ -100,6 +115,9 @@ def _column(spec: InputSpec, values: list[Any]) -> np.ndarray:
         array = np.empty(len(values), dtype=object)
         array[:] = values
         return array
+    if spec.nullable and dtype is not np.float64 and dtype is not np.float32 and any(
+            isinstance(v, float) and v != v for v in values):
+        return np.asarray(values, dtype=np.float64)  # an integer or boolean column with a missing value
     return np.asarray(values, dtype=dtype)
 
 
@@ -125,7 +143,7 @@ def rows_to_columns(rows: Sequence[Mapping[str, Any]], specs: Sequence[InputSpec
                 value = row[spec.name]
             except KeyError:
                 raise InvalidInput(f"missing feature {spec.name!r}", field=f"{where}.{spec.name}") from None
-            collected[spec.name].append(_check_value(spec, value, f"{where}.{spec.name}"))
+            collected[spec.name].append(check_value(spec, value, f"{where}.{spec.name}"))
     return {spec.name: _column(spec, collected[spec.name]) for spec in specs}
 
 
@@ -192,7 +210,7 @@ def tensors_to_columns(tensors: Sequence[Any], specs: Sequence[InputSpec]) -> di
             raise InvalidInput(f"input {spec.name!r} has {shape[0]} rows, others have {rows}", field=f"{where}.shape")
         if shape[0] == 0:
             raise InvalidInput("no rows to score", field=f"{where}.shape")
-        values = [_check_value(spec, value, f"{where}.data") for value in data]
+        values = [check_value(spec, value, f"{where}.data") for value in data]
         columns[spec.name] = _column(spec, values)
     for spec in specs:
         if spec.name not in columns:
@@ -213,7 +231,7 @@ def _matrix_to_columns(tensor: Any, specs: Sequence[InputSpec]) -> dict[str, np.
         raise InvalidInput(f"input {tensor.name!r}: expected shape [N, {len(specs)}] with N*{len(specs)} values, "
                            f"got shape {shape} and {len(data)} values", field=f"{where}.shape")
     width = shape[1]
-    return {spec.name: _column(spec, [_check_value(spec, v, f"{where}.data") for v in data[i::width]])
+    return {spec.name: _column(spec, [check_value(spec, v, f"{where}.data") for v in data[i::width]])
             for i, spec in enumerate(specs)}
 
 

@@ -121,7 +121,7 @@ class Registry:
     def from_url(cls, url: str | None = None, artifact_root: str | None = None, *, migrate: bool = True) -> Registry:
         """A registry on ``url`` (default: the settings' database), migrated to the latest schema."""
         if url is None or artifact_root is None:
-            from esteira.settings import get_settings
+            from core.settings import get_settings
 
             settings = get_settings()
             url = url or settings.resolved_database_url
@@ -525,6 +525,13 @@ class Registry:
             session.add(report)
             session.flush()
             return report
+
+    def get_report(self, report_id: int) -> MonitoringReport:
+        with self._read() as session:
+            report = session.get(MonitoringReport, report_id)
+        if report is None:
+            raise NotFound(f"monitoring report {report_id} not found")
+        return report
 
     def update_report(self, report_id: int, **fields: Any) -> MonitoringReport:
         with self._write() as session:

@@ -32,15 +32,30 @@ def _port_open(host: str, port: int) -> bool:
 @pytest.fixture
 def esteira_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh embedded data folder, with the settings cache cleared before and after."""
-    from esteira.settings import get_settings
+    from core.settings import get_settings
+
+    from feature_repo.store import clear_store_cache
 
     home = tmp_path / "esteira-home"
     monkeypatch.setenv("ESTEIRA_HOME", str(home))
-    for var in ("ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_RAY_ADDRESS"):
+    for var in ("ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_RAY_ADDRESS", "ESTEIRA_PROJECT",
+                "ESTEIRA_FEAST_ONLINE_STORE", "ESTEIRA_FEAST_REGISTRY", "ESTEIRA_FEAST_PROJECT"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
+    clear_store_cache()
     yield home
     get_settings.cache_clear()
+    clear_store_cache()
+
+
+@pytest.fixture
+def churn_project(tmp_path: Path, esteira_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the churn example as the current project (no data yet), in the test's own home."""
+    from tests.projects import copy_example, use_project
+
+    root = copy_example("churn", tmp_path / "churn")
+    use_project(root, monkeypatch)
+    return root
 
 
 @pytest.fixture

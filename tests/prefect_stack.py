@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from esteira.settings import Settings
+from core.settings import Settings
 from esteira.stack import StackInfo, start_stack, stop_stack, use_stack
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from esteira.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from esteira.stack import WORK_POOL, StackInfo, pid_running, registered_deployments, stack_status, start_stack
 from tests.prefect_stack import flow_runs_of, free_port, running_stack, wait_for
 

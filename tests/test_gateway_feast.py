@@ -34,7 +34,7 @@ def feast_model(registry: Any, esteira_home: Path) -> dict[str, Any]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from esteira.settings import get_settings
+    from core.settings import get_settings
     from feature_repo import store as st
     from feature_repo.definitions import ENTITY_KEY, FEATURE_SERVICE, LABEL
     from feature_repo.generator import generate_batch, load_labels

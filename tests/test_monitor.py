@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from prefect.testing.fixtures import asserting_events_worker, reset_worker_events  # noqa: F401 - fixtures
 
-from esteira import profiles
+from core import profiles
 from flows.estimators import build_pipeline
 from flows.monitor import run_monitor
 from flows.monitoring.decision import active_cooldown, decide
@@ -332,7 +332,7 @@ def test_gateway_window_uses_logged_profiles_scores_and_feedback(
 ) -> None:
     """A window of gateway traffic: rows and merged profiles written by the gateway's inference logger,
     ground truth from its feedback records, scores from the logged ``output.probability``."""
-    from esteira.settings import get_settings
+    from core.settings import get_settings
     from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord
 
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)

@@ -28,7 +28,7 @@ CLIENT = r"""
 import json, ray
 import numpy as np, pandas as pd
 from sklearn.datasets import make_classification
-from esteira.ray_runtime import ensure_ray
+from core.ray_runtime import ensure_ray
 from flows.search import CVSettings, run_on_ray, trial_configs
 
 import time

@@ -47,7 +47,7 @@ def make_spec(**overrides: Any) -> ModelSpec:
 @pytest.fixture(scope="module")
 def feast_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A Feast repo with generated churn data (600 customers, 3 labels each), shared by the module."""
-    from esteira.settings import get_settings
+    from core.settings import get_settings
     from feature_repo.generator import generate_batch
     from feature_repo.store import clear_store_cache, data_dir
 

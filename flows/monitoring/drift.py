@@ -1,6 +1,6 @@
 """Per-feature drift of a target profile against the reference profile, and the dataset-drift share.
 
-The numbers come from whylogs (through :mod:`esteira.profiles`): KS for numeric features,
+The numbers come from whylogs (through :mod:`core.profiles`): KS for numeric features,
 chi-squared for categorical ones, Hellinger where the policy asks. Whether a feature counts as
 drifted is decided here from the policy's thresholds, not from whylogs' fixed categories, so the
 thresholds live in one reviewed place (the model spec) and the report shows both.
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from esteira import profiles
+from core import profiles
 from flows.monitoring.policy import MonitoringPolicy
 
 

@@ -8,23 +8,19 @@ means "worse than this model was shown to be", not worse than some fixed number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from flows.evaluate import score
+from core.inference_log import OUTPUT_PREFIX
 from flows.monitoring.policy import MonitoringPolicy
-from flows.spec import METRICS
+from flows.tasks import METRICS, OUTPUTS, Task, label_values, needs_two_classes, score
 
-SCORE_COLUMNS: tuple[str, ...] = ("output.probability", "probability")
-"""Columns holding the served positive-class score: the gateway log's ``output.probability``, or a
-batch-scored frame's ``probability`` (the predictor's output name)."""
-
-Scorer = Callable[[pd.DataFrame], np.ndarray]
-"""Positive-class scores for the rows of a frame (the production model's predictor, in practice)."""
+Scorer = Callable[[pd.DataFrame], Mapping[str, np.ndarray]]
+"""The production model's outputs for the rows of a frame (its predictor, in practice)."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +43,8 @@ class PerformanceResult:
 def baseline_metric(metrics: Mapping[str, float], metric: str) -> tuple[str | None, float | None]:
     """The version's evaluation value of ``metric``.
 
-    The training flow records the holdout metrics under their plain names (``roc_auc``); a
-    ``holdout_<metric>`` key, where a version has one, is preferred as the more specific name.
+    The training flow records the holdout metrics as ``holdout_<metric>``; a plain ``<metric>`` key, where a
+    version has one (registered by hand), is taken when there is no holdout value.
     """
     for key in (f"holdout_{metric}", metric):
         value = metrics.get(key)
@@ -64,68 +60,72 @@ def labelled_rows(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     return frame[frame[label].notna()]
 
 
-def _scores(rows: pd.DataFrame, scorer: Scorer | None) -> np.ndarray | None:
-    for column in SCORE_COLUMNS:
-        if column in rows.columns and rows[column].notna().all():
-            return rows[column].to_numpy(dtype=float)
-    return None if scorer is None else np.asarray(scorer(rows), dtype=float)
+def served_outputs(rows: pd.DataFrame, task: Task, scorer: Scorer | None) -> Mapping[str, Any] | None:
+    """The outputs the model gave for these rows: the gateway log's ``output.<name>`` columns, a batch-scored
+    frame's ``<name>`` columns, else recomputed by ``scorer`` (None when neither is possible)."""
+    outputs: dict[str, Any] = {}
+    for name, _ in OUTPUTS[task]:
+        for column in (OUTPUT_PREFIX + name, name):
+            if column in rows.columns and rows[column].notna().all():
+                values = rows[column].to_numpy()
+                outputs[name] = np.stack(values) if values.dtype == object and name == "probabilities" else values
+                break
+    if len(outputs) == len(OUTPUTS[task]):
+        return outputs
+    return None if scorer is None else scorer(rows)
+
+
+def canonical_labels(task: Task, values: Any, classes: Sequence[Any] | None) -> np.ndarray:
+    """Ground truth as the model's classes: feedback arrives as JSON (``1``, ``1.0``, ``"1"``, ``true``)."""
+    array = np.asarray(values, dtype=object)
+    if task == "regression":
+        return array.astype(np.float64)
+    if classes and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
+        return np.asarray([int(float(v)) if not isinstance(v, bool) else int(v) for v in array], dtype=np.int64)
+    if classes and all(isinstance(c, str) for c in classes):
+        return np.asarray([str(v) for v in array], dtype=object)
+    return label_values(task, array)
 
 
 def window_performance(
     frame: pd.DataFrame | None,
     *,
     label: str,
+    task: Task,
     metric: str,
     baseline: Mapping[str, float],
     policy: MonitoringPolicy,
+    classes: Sequence[Any] | None = None,
     scorer: Scorer | None = None,
 ) -> PerformanceResult:
     """The metric on the labelled rows of ``frame`` and its drop below the evaluation value.
 
-    The model's outputs are taken from the logged score column when present (what was actually
+    The model's outputs are taken from the logged output columns when present (what was actually
     served); otherwise ``scorer`` recomputes them, e.g. for a batch given without predictions.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unsupported monitoring metric {metric!r}; supported: {', '.join(METRICS)}")
+    if metric not in METRICS[task]:
+        raise ValueError(f"monitoring metric {metric!r} does not apply to a {task} model; "
+                         f"supported: {', '.join(METRICS[task])}")
     rows = labelled_rows(frame, label) if frame is not None else pd.DataFrame()
     n = len(rows)
     key, base = baseline_metric(baseline, metric)
     if n < policy.min_labelled:
-        return PerformanceResult(
-            "insufficient_labels",
-            metric,
-            n,
-            baseline=base,
-            baseline_key=key,
-            note=f"{n} labelled rows, fewer than min_labelled={policy.min_labelled}",
-        )
-    y = rows[label].astype(int).to_numpy()
-    if len(np.unique(y)) < 2 and metric in ("roc_auc", "average_precision", "balanced_accuracy"):
-        return PerformanceResult(
-            "undefined",
-            metric,
-            n,
-            baseline=base,
-            baseline_key=key,
-            note=f"only one class ({int(y[0])}) among the labelled rows",
-        )
-    scores = _scores(rows, scorer)
-    if scores is None:
-        return PerformanceResult(
-            "undefined",
-            metric,
-            n,
-            baseline=base,
-            baseline_key=key,
-            note=f"no score column ({', '.join(SCORE_COLUMNS)}) and no model to score with",
-        )
-    value = score(metric, y, scores, (scores >= 0.5).astype(int))
+        return PerformanceResult("insufficient_labels", metric, n, baseline=base, baseline_key=key,
+                                 note=f"{n} labelled rows, fewer than min_labelled={policy.min_labelled}")
+    try:
+        y = canonical_labels(task, rows[label].to_numpy(), classes)
+    except (TypeError, ValueError) as exc:
+        return PerformanceResult("undefined", metric, n, baseline=base, baseline_key=key,
+                                 note=f"labels do not match the model's classes: {exc}")
+    if needs_two_classes(task, metric) and len(np.unique(y)) < 2:
+        return PerformanceResult("undefined", metric, n, baseline=base, baseline_key=key,
+                                 note=f"only one class ({y[0]!r}) among the labelled rows")
+    outputs = served_outputs(rows, task, scorer)
+    if outputs is None:
+        return PerformanceResult("undefined", metric, n, baseline=base, baseline_key=key,
+                                 note="no logged outputs and no model to score with")
+    value = score(task, metric, y, outputs, classes)
     if base is None:
-        return PerformanceResult(
-            "no_baseline",
-            metric,
-            n,
-            value=value,
-            note=f"the version has no recorded {metric!r} to compare with",
-        )
+        return PerformanceResult("no_baseline", metric, n, value=value,
+                                 note=f"the version has no recorded {metric!r} to compare with")
     return PerformanceResult("ok", metric, n, value=value, baseline=base, baseline_key=key, drop=base - value)

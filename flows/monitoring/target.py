@@ -2,7 +2,7 @@
 
 Both become the same :class:`Target`: a whylogs profile (for drift) and, where rows exist, a frame
 with the label column and the model's score column named (for performance). For a window the
-profile is the gateway's own per-window profiles merged (``gateway.inference_log.read_profile``),
+profile is the gateway's own per-window profiles merged (``core.inference_log.read_profile``),
 so drift does not need the raw rows; the rows come from the inference log joined with feedback.
 A batch frame (tests, batch-scored data, a file someone wants checked) is profiled here.
 """
@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from esteira import profiles
+from core import profiles
 
 GATEWAY_LABEL = "label"
 """Column of the gateway's inference log holding the feedback (ground truth)."""
@@ -76,7 +76,7 @@ def from_gateway(
     profiles written (profiling off, or whylogs unavailable in the gateway), the logged rows are
     profiled here instead, so the monitor still works.
     """
-    from gateway import inference_log
+    from core import inference_log
 
     frame = inference_log.read_window(model_name, start, end, root=root)
     profile = inference_log.read_profile(model_name, start, end, root=root)

@@ -53,6 +53,7 @@ def retrain_payload(
     reason: str,
     drift_share: float | None,
     performance: dict[str, Any],
+    project: str | None = None,
 ) -> dict[str, Any]:
     """The event payload; also the retrain flow's parameters (``deployments.yaml`` templates them).
 
@@ -68,6 +69,7 @@ def retrain_payload(
         "metric": performance.get("metric") or "",
         "metric_value": float(performance.get("value") or 0.0),
         "metric_drop": float(performance.get("drop") or 0.0),
+        "project": project or "",
     }
 
 
@@ -102,6 +104,7 @@ def run_direct(payload: dict[str, Any], spec: str | None) -> TriggerResult:
         report_id=payload["report_id"],
         metric_drop=payload["metric_drop"],
         spec=spec,
+        project=payload.get("project") or None,
         return_state=True,
     )
     run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None

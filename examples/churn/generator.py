@@ -35,19 +35,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feature_repo.definitions import (
-    ACTIVITY_DIR,
-    CONTRACT_TYPES,
-    ENTITY_KEY,
-    LABEL,
-    LABELS_DIR,
-    PAYMENT_METHODS,
-    PLAN_TYPES,
-    PROFILE_DIR,
-    REGIONS,
-    RENEWAL_SOON_DAYS,
-    TIMESTAMP,
-)
+ENTITY_KEY = "customer_id"
+TIMESTAMP = "event_timestamp"
+LABEL = "churned"
+
+# Sub-folders of the project's data folder, one per source (the paths in features/churn.py); each holds
+# one parquet file per batch, and Feast's file offline store reads the whole folder.
+PROFILE_DIR = "customer_profile"
+ACTIVITY_DIR = "customer_activity"
+LABELS_DIR = "churn_labels"
+
+PLAN_TYPES = ("basic", "standard", "premium")
+CONTRACT_TYPES = ("monthly", "annual", "two_year")
+PAYMENT_METHODS = ("card", "bank_transfer", "paypal", "invoice")
+REGIONS = ("north", "south", "east", "west", "central")
+RENEWAL_SOON_DAYS = 7  # the 7 in features/churn.py's on-demand function
 
 Batch = Literal["history", "recent"]
 BATCHES: tuple[Batch, ...] = ("history", "recent")
@@ -81,13 +83,12 @@ class BatchInfo:
         return out
 
 
-def default_data_dir(settings: object | None = None) -> Path:
-    """``<settings.home>/data``: where generated (and user) source files live."""
-    if settings is None:
-        from esteira.settings import get_settings
+PROJECT_DIR = Path(__file__).resolve().parent
 
-        settings = get_settings()
-    return Path(settings.home) / "data"  # type: ignore[attr-defined]
+
+def default_data_dir() -> Path:
+    """``data/`` of this project: the folder the feature definitions' sources point at."""
+    return PROJECT_DIR / "data"
 
 
 def anchor_for(now: datetime | None = None) -> datetime:
@@ -316,7 +317,7 @@ def generate_batch(
     seed: int = 42,
     now: datetime | None = None,
 ) -> BatchInfo:
-    """Generate one batch and write it as parquet under ``data_dir`` (default ``<home>/data``).
+    """Generate one batch and write it as parquet under ``data_dir`` (default: this project's ``data/``).
 
     Files: ``customer_profile/<batch>.parquet``, ``customer_activity/<batch>.parquet``,
     ``churn_labels/<batch>.parquet``, plus an entry in ``manifest.json``.
@@ -380,7 +381,7 @@ def load_labels(data_dir: Path | str | None = None, batch: Batch | None = None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m feature_repo.generator [--batch recent --drift] [--customers N]``."""
+    """``python examples/churn/generator.py [--batch recent --drift] [--customers N]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)

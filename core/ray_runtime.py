@@ -18,7 +18,7 @@ def ray_address(explicit: str | None = None) -> str | None:
     """The cluster to join: the argument, ``settings.ray_address``, then ``RAY_ADDRESS``; None = local."""
     if explicit:
         return explicit
-    from esteira.settings import get_settings
+    from core.settings import get_settings
 
     return get_settings().ray_address or os.environ.get("RAY_ADDRESS") or None
 
@@ -60,3 +60,41 @@ def _skip_uv_worker_env() -> None:
     from ray._private import ray_constants
 
     ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+
+
+FORWARDED_SETTINGS = ("ESTEIRA_HOME", "ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_INFERENCE_LOG_URI",
+                      "ESTEIRA_FEAST_ONLINE_STORE", "ESTEIRA_FEAST_REGISTRY", "ESTEIRA_FEAST_PROJECT")
+"""Settings a Serve replica needs to find the same stores as the process that deployed it (tokens are not
+forwarded: Ray shows runtime environments in its state API; set them in the cluster's environment)."""
+
+PROJECT_EXCLUDES = [".esteira/", "data/", ".git/", ".venv/", "__pycache__/", "*.pyc"]
+"""What stays behind when a project folder travels to a cluster: local state and local data. On a cluster
+the stores (registry, Feast registry and online store, artifacts) are shared services, not files."""
+
+
+def is_local_address(address: str | None) -> bool:
+    """True when Ray runs on this machine (a local instance, or a cluster reached through loopback)."""
+    if not address or address in ("local", "auto"):
+        return True
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def project_runtime_env(project: str | os.PathLike[str] | None, address: str | None = None, *,
+                        ship: str = "auto") -> dict[str, Any]:
+    """The runtime environment that gives Ray processes the project, the way a cluster deployment does.
+
+    On this machine the folder is shared: its absolute path travels (``ESTEIRA_PROJECT``). On a remote
+    cluster (``ship="auto"`` with a non-local address, or ``ship="always"``), Ray uploads the project folder
+    as the working directory of every replica (``working_dir``, without :data:`PROJECT_EXCLUDES`), and the
+    replica finds it as its current folder. esteira itself must be installed on the cluster (its image or
+    ``pip``); the project is the user's part.
+    """
+    env_vars = {"WHYLOGS_NO_ANALYTICS": "1",
+                **{name: os.environ[name] for name in FORWARDED_SETTINGS if os.environ.get(name)}}
+    if project is None:
+        return {"env_vars": env_vars}
+    if ship == "always" or (ship == "auto" and not is_local_address(address)):
+        return {"working_dir": str(project), "excludes": list(PROJECT_EXCLUDES),
+                "env_vars": {**env_vars, "ESTEIRA_PROJECT": "."}}
+    return {"env_vars": {**env_vars, "ESTEIRA_PROJECT": str(project)}}

@@ -1,8 +1,11 @@
-"""One settings object for the whole project.
+"""One settings object for every part of esteira.
 
 Read from the environment (prefix ``ESTEIRA_``) and an optional ``.env`` file when asked for,
-never at import. Defaults are the embedded ones: everything lives under one local data folder
-(``ESTEIRA_HOME``, default ``./.esteira``), so nothing has to be started by hand.
+never at import. Defaults are the embedded ones: everything a run writes lives under one local
+data folder (``ESTEIRA_HOME``), so nothing has to be started by hand. That folder is
+``<project>/.esteira`` when a project is known (``ESTEIRA_PROJECT``, or the current folder when it
+holds a ``feature_store.yaml``), else ``./.esteira``: two projects on one machine never share a
+registry or a Prefect server by accident.
 """
 
 from __future__ import annotations
@@ -10,35 +13,41 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from core.project import find_project_root
+
+ESTEIRA_ROOT = Path(__file__).resolve().parent.parent
+"""Where esteira's own source lives (``deployments.yaml``, ``examples/``); not a user's project."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ESTEIRA_", env_file=".env", extra="ignore")
 
-    home: Path = Field(default=Path(".esteira"), description="Local data folder for the embedded default.")
+    project: Path | None = Field(
+        default=None, description="The project folder (feature_store.yaml, feature definitions, specs/); default: "
+        "the current folder when it holds a feature_store.yaml.")
+    home: Path = Field(default=None, validate_default=False,  # type: ignore[assignment]  # filled in below
+                       description="Local data folder; default <project>/.esteira, else ./.esteira.")
     database_url: str | None = Field(
         default=None, description="Registry database URL; default sqlite under `home`. postgresql+psycopg://..."
     )
     artifact_root: str | None = Field(
         default=None, description="Artifact store root: a folder or any fsspec URI (s3://bucket/prefix)."
     )
-    feature_repo: Path = Field(
-        default=PROJECT_ROOT / "feature_repo", description="Feast feature repository (feature definitions)."
-    )
-    feast_online_store: str = Field(
-        default="sqlite", description="'sqlite' (embedded) or a redis connection string host:port[,db=N]."
-    )
-    feast_project: str = Field(
-        default="esteira", description="Feast project name; also namespaces online-store keys (Redis)."
-    )
+    feast_online_store: str | None = Field(
+        default=None, description="Override the project's online store: 'sqlite' (under `home`) or a Redis URL "
+        "(redis://host:6379/0, or Feast's host:port,db=N form). Default: what feature_store.yaml says.")
+    feast_project: str | None = Field(
+        default=None, description="Override the Feast project name (it namespaces online-store keys in Redis).")
     feast_registry: str | None = Field(
-        default=None,
-        description="Feast registry: default a file under `home`; postgresql+psycopg://... for the SQL registry.",
-    )
+        default=None, description="Override the project's Feast registry: a file path, or postgresql+psycopg://... "
+        "for Feast's SQL registry. Default: what feature_store.yaml says.")
+    ray_ship_project: str = Field(
+        default="auto", pattern="^(auto|always|never)$",
+        description="Upload the project folder to Ray as the replicas' working directory: auto (only for a remote "
+        "cluster), always, never (the cluster has the project at the same path).")
     ray_address: str | None = Field(
         default=None, description="Ray cluster address (ray://host:10001 or host:6379); None starts local Ray."
     )
@@ -77,10 +86,14 @@ class Settings(BaseSettings):
     def resolved_inference_log_uri(self) -> str:
         return self.inference_log_uri or str(self.home / "inference")
 
-    @field_validator("home")
-    @classmethod
-    def _absolute_home(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+    @model_validator(mode="after")
+    def _locations(self) -> Settings:
+        """Absolute paths, so that a flow run, a Ray worker and the CLI agree whatever their working folder."""
+        project = self.project.expanduser().resolve() if self.project is not None else find_project_root(Path.cwd())
+        object.__setattr__(self, "project", project)
+        home = self.home if self.home is not None else (project or Path.cwd()) / ".esteira"
+        object.__setattr__(self, "home", Path(home).expanduser().resolve())
+        return self
 
     @property
     def resolved_database_url(self) -> str:

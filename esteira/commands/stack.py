@@ -1,7 +1,8 @@
-"""``esteira up | down | status``: the local Prefect stack from the command line.
+"""``esteira up | down | status``: the local stack (Prefect, a Ray head, the gateway) from the command line.
 
-Thin wrappers over :mod:`esteira.stack`, which the demo and the tests call directly. The lead mounts
-them with ``app.registered_commands`` or ``mount``; :func:`register` adds them at top level.
+Thin wrappers over :mod:`esteira.stack`, which the demo and the tests call directly; :func:`register` adds
+them to the root command at top level. The stack belongs to a project: its state lives under the project's
+``ESTEIRA_HOME`` and its worker runs the project's flows.
 """
 
 from __future__ import annotations
@@ -10,18 +11,12 @@ import shlex
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from esteira.commands.common import console, fail
 
 app = typer.Typer(help="The local Prefect stack (server, work pool, worker, deployments).",
                   no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 @app.command("up")
@@ -41,7 +36,7 @@ def up(
         with console.status("starting the local Prefect stack..."):
             info = start_stack(deploy_flows=deploy, scheduler=scheduler, timeout=timeout, serving=serving)
     except StackError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     console.print(f"Prefect UI:  [bold green]{info.ui_url}[/]")
     console.print(f"Prefect API: {info.api_url}  (server pid {info.server_pid}, "

@@ -1,0 +1,170 @@
+"""``esteira train ...`` and ``esteira score ...``: the training-side commands.
+
+Each command calls the same plain function a test calls; ``--flow`` runs it as a Prefect flow run instead
+(artifacts in the UI; without ``PREFECT_API_URL`` Prefect starts a temporary server). A training run shows
+what it is doing as it does it: each stage, then a bar of trials done with the best score so far.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from esteira.commands.common import DbOption, FlowOption, JsonOption, console, open_registry, print_result, user_errors
+
+train_app = typer.Typer(help="Train, check and reproduce models from the project's model specs.",
+                        no_args_is_help=True)
+score_app = typer.Typer(help="Score entities in batch with a registered model.", no_args_is_help=True)
+
+
+class ProgressReporter:
+    """A :class:`flows.reporting.Reporter` for a terminal: a line per stage, a live bar for the search."""
+
+    def __init__(self, bar: Progress) -> None:
+        from flows.reporting import LogReporter
+
+        self._log = LogReporter()
+        self.bar = bar
+        self._trials: Any = None
+        self._stage: Any = None
+
+    def stage(self, key: str, description: str) -> None:
+        if self._stage is not None:
+            self.bar.update(self._stage, completed=1, total=1)
+        done = key == "register"  # the last stage is a result, not work in progress
+        self._stage = self.bar.add_task(description, total=1 if done else None, completed=1 if done else 0)
+
+    def progress(self, key: str, done: int, total: int, description: str = "") -> None:
+        if self._trials is None:
+            self._trials = self.bar.add_task(description or key, total=total)
+        self.bar.update(self._trials, completed=done, total=total, description=description or key)
+
+    def markdown(self, key: str, text: str, description: str = "") -> None:
+        self._log.markdown(key, text, description)
+
+    def table(self, key: str, rows: list[dict[str, Any]], description: str = "") -> None:
+        self._log.table(key, rows, description)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+@train_app.command("run")
+def run(
+    spec: Annotated[str, typer.Argument(help="A spec of the project's specs/ (by name) or a YAML path.")],
+    sequential: Annotated[bool, typer.Option("--sequential", help="Run trials in this process, not on Ray.")] = False,
+    database_url: DbOption = None,
+    as_flow: FlowOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the model a spec describes: features, validation, search on Ray, evaluation, registration."""
+    with user_errors():
+        if as_flow:
+            from flows.train import train_flow
+
+            result = train_flow(spec=spec, parallel=not sequential, database_url=database_url)
+        else:
+            from flows.train import train
+
+            registry = open_registry(database_url)
+            try:
+                with _progress() as bar:
+                    reporter = ProgressReporter(bar)
+                    result = train(spec, registry=registry, parallel=not sequential, actor="cli",
+                                   reporter=reporter).to_dict()  # type: ignore[arg-type]
+            finally:
+                registry.close()
+    print_result(result, as_json, f"{result['model_name']} v{result['version']} -> {result['alias']}")
+
+
+@train_app.command("check-spec")
+def check_spec(spec: Annotated[str, typer.Argument(help="A spec of the project (by name) or a YAML path.")]) -> None:
+    """Validate a spec (task, estimators, parameter names, metric) and list the trials it expands to."""
+    with user_errors():
+        from flows.spec import resolve_spec
+
+        parsed = resolve_spec(spec)
+        table = Table(title=f"{parsed.name} ({parsed.task}, {parsed.metric}): {len(parsed.trial_configs())} trials")
+        table.add_column("#")
+        table.add_column("family")
+        table.add_column("params")
+        for i, (family, params) in enumerate(parsed.trial_configs()):
+            table.add_row(str(i), family, ", ".join(f"{k}={v}" for k, v in params.items()))
+    console.print(table)
+
+
+@train_app.command("reproduce")
+def reproduce_cmd(
+    ref: Annotated[str, typer.Argument(help="name:version or name@alias")],
+    database_url: DbOption = None,
+    as_flow: FlowOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Retrain a registered version from its lineage; exit 1 unless data, params and metrics match."""
+    with user_errors():
+        if as_flow:
+            from flows.reproduce import reproduce_flow
+
+            result = reproduce_flow(ref=ref, database_url=database_url)
+        else:
+            from flows.reproduce import reproduce
+
+            registry = open_registry(database_url)
+            try:
+                outcome = reproduce(ref, registry=registry)
+            finally:
+                registry.close()
+            if not as_json:
+                console.print(outcome.to_markdown(), highlight=False)
+            result = outcome.to_dict()
+            if not outcome.matches:
+                raise typer.Exit(1)
+    if as_json:
+        print_result(result, True, "")
+
+
+@score_app.command("batch")
+def score_batch(
+    model: Annotated[str, typer.Argument(help="name@alias or name:version")],
+    entities: Annotated[str, typer.Option(help="Parquet or CSV of entity rows: a path relative to the project, or "
+                                               "a URI. Default: the model spec's label source.")] = "",
+    output: Annotated[str | None, typer.Option(help="Parquet path or fsspec URI (default under ESTEIRA_HOME).")] = None,
+    mode: Annotated[str, typer.Option(help="offline (point-in-time) or online (latest values).")] = "offline",
+    timestamp: Annotated[str, typer.Option(help="Column of the moment to read features as of (offline).")] = "",
+    database_url: DbOption = None,
+    as_flow: FlowOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Score entities with a registered model; predictions name the model and version."""
+    from esteira.commands.common import fail
+
+    if mode not in ("offline", "online"):
+        fail(f"--mode must be offline or online, not {mode!r}")
+    with user_errors():
+        if not entities or not timestamp:
+            from flows.spec import resolve_spec
+            from registry import ModelRef
+
+            spec = resolve_spec(ModelRef.parse(model).name)
+            entities = entities or spec.labels.source
+            timestamp = timestamp or spec.labels.timestamp_column
+        if as_flow:
+            from flows.batch_score import batch_score_flow
+
+            result = batch_score_flow(model=model, entities=entities, output=output, mode=mode, timestamp=timestamp,
+                                      database_url=database_url)
+        else:
+            from flows.batch_score import batch_score
+
+            registry = open_registry(database_url)
+            try:
+                result = batch_score(model, entities, output=output, mode=mode,  # type: ignore[arg-type]
+                                     timestamp=timestamp, registry=registry).to_dict()
+            finally:
+                registry.close()
+    print_result(result, as_json, f"{result['model_name']} v{result['version']}: {result['rows']} rows scored")
