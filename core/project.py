@@ -145,3 +145,15 @@ def current_project(project: Project | Path | str | None = None, settings: objec
     if not is_project(root):
         raise ProjectError(f"ESTEIRA_PROJECT={root} is not an esteira project: it has no {MARKER}")
     return Project(Path(root))
+
+
+def optional_project(project: Project | Path | str | None = None, settings: object | None = None) -> Project | None:
+    """The project when there is one (given, configured, or the current folder), else None. A project given
+    explicitly must be one; only the defaults may be absent (work that needs no project: serving inline
+    features, judging gateway traffic, training from a DataFrame)."""
+    try:
+        return current_project(project, settings)
+    except ProjectError:
+        if project is not None:
+            raise
+        return None

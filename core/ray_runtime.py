@@ -62,6 +62,7 @@ def _skip_uv_worker_env() -> None:
     ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
+
 FORWARDED_SETTINGS = ("ESTEIRA_HOME", "ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_INFERENCE_LOG_URI",
                       "ESTEIRA_FEAST_ONLINE_STORE", "ESTEIRA_FEAST_REGISTRY", "ESTEIRA_FEAST_PROJECT")
 """Settings a Serve replica needs to find the same stores as the process that deployed it (tokens are not
@@ -80,21 +81,31 @@ def is_local_address(address: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def project_runtime_env(project: str | os.PathLike[str] | None, address: str | None = None, *,
-                        ship: str = "auto") -> dict[str, Any]:
-    """The runtime environment that gives Ray processes the project, the way a cluster deployment does.
+def ships_project(address: str | None, ship: str = "auto") -> bool:
+    """Whether the project folder travels to the cluster (``ship``: auto = only to a remote cluster)."""
+    return ship == "always" or (ship == "auto" and not is_local_address(address))
 
-    On this machine the folder is shared: its absolute path travels (``ESTEIRA_PROJECT``). On a remote
-    cluster (``ship="auto"`` with a non-local address, or ``ship="always"``), Ray uploads the project folder
-    as the working directory of every replica (``working_dir``, without :data:`PROJECT_EXCLUDES`), and the
-    replica finds it as its current folder. esteira itself must be installed on the cluster (its image or
-    ``pip``); the project is the user's part.
+
+def job_runtime_env(project: str | os.PathLike[str] | None, address: str | None, *, ship: str = "auto"
+                    ) -> dict[str, Any]:
+    """The runtime environment of a driver that deploys project-bound work (the gateway) on ``address``.
+
+    On this machine the folder is shared and nothing travels. On a remote cluster Ray uploads the project
+    folder, without :data:`PROJECT_EXCLUDES`, as the job's working directory; Ray Serve makes it the
+    working directory of every replica the driver deploys (a Serve deployment's own runtime environment
+    may only name remote URIs). esteira itself must be installed on the cluster (its image or ``pip``); the
+    project is the user's part.
     """
-    env_vars = {"WHYLOGS_NO_ANALYTICS": "1",
-                **{name: os.environ[name] for name in FORWARDED_SETTINGS if os.environ.get(name)}}
-    if project is None:
-        return {"env_vars": env_vars}
-    if ship == "always" or (ship == "auto" and not is_local_address(address)):
-        return {"working_dir": str(project), "excludes": list(PROJECT_EXCLUDES),
-                "env_vars": {**env_vars, "ESTEIRA_PROJECT": "."}}
-    return {"env_vars": {**env_vars, "ESTEIRA_PROJECT": str(project)}}
+    env: dict[str, Any] = {"env_vars": {"WHYLOGS_NO_ANALYTICS": "1"}}
+    if project is not None and ships_project(address, ship):
+        env.update({"working_dir": str(project), "excludes": list(PROJECT_EXCLUDES)})
+    return env
+
+
+def replica_env_vars(project: str | os.PathLike[str] | None, *, shipped: bool) -> dict[str, str]:
+    """Environment of a replica: the project (its folder here, or ``.`` when it travelled as the working
+    directory) and the settings that locate the shared stores."""
+    env = {name: os.environ[name] for name in FORWARDED_SETTINGS if os.environ.get(name)}
+    if project is not None:
+        env["ESTEIRA_PROJECT"] = "." if shipped else str(project)
+    return env

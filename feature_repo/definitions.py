@@ -6,8 +6,10 @@ to the working folder, which is why ``feast apply`` first changes into the repos
 same function, so the rules a Feast user knows hold, with what a long-lived process needs around it:
 
 * the working folder is changed only for the parse, under a lock, and put back;
-* the project folder is on ``sys.path`` only for the parse (definition modules may import each other,
-  ``from features.common import customer``, as with the ``feast`` CLI);
+* the project folder is first on ``sys.path`` only for the parse (definition modules may import each
+  other, ``from features.common import customer``, as with the ``feast`` CLI), and esteira's own package
+  folders are off it meanwhile: Prefect's flow loader leaves an entrypoint's folder (``flows/``) on
+  ``sys.path``, where ``flows/features.py`` would shadow a project's ``features`` folder;
 * the project's modules are dropped from ``sys.modules`` afterwards, so the next parse sees edited files
   and another project with the same module names gets its own.
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.project import Project
+from core.settings import ESTEIRA_ROOT
 
 if TYPE_CHECKING:
     from feast.repo_contents import RepoContents
@@ -38,17 +41,21 @@ class DefinitionsError(ValueError):
     """A definition module failed to import; the message names the file and the error."""
 
 
+def _esteira_package_folder(entry: str) -> bool:
+    path = Path(entry or ".").resolve()
+    return path.parent == ESTEIRA_ROOT and (path / "__init__.py").is_file()
+
+
 @contextlib.contextmanager
 def _inside(root: Path) -> Iterator[None]:
-    previous = os.getcwd()
+    previous, saved_path = os.getcwd(), list(sys.path)
     os.chdir(root)
-    sys.path.insert(0, str(root))
+    sys.path[:] = [str(root), *(p for p in saved_path if not _esteira_package_folder(p))]
     try:
         yield
     finally:
         os.chdir(previous)
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(root))
+        sys.path[:] = saved_path
         prefix = str(root) + os.sep
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None) or ""

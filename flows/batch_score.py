@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow
 
-from core.project import Project, current_project
+from core.project import Project, optional_project
 from flows.errors import TrainingInputError
 from flows.evaluate import columns_of
 from flows.features import FeastFetcher, FeatureFetcher, read_rows
@@ -97,15 +97,14 @@ def batch_score(model: str, entities: pd.DataFrame | str, *, output: str | None 
     """
     started = datetime.now(UTC)
     registry = registry or Registry.from_url()
-    resolved = current_project(project) if (project is not None or fetcher is None
-                                            or isinstance(entities, str)) else None
+    resolved = optional_project(project)
     fetcher = fetcher or FeastFetcher(resolved)
     mv = registry.get(ModelRef.parse(model))
     if not mv.feature_service:
         raise TrainingInputError(f"{mv.ref} records no feature service: cannot fetch its features")
     if isinstance(entities, str):
-        assert resolved is not None
-        frame = read_rows(resolved.resolve(entities), timestamp=timestamp, what="entities")
+        location = resolved.resolve(entities) if resolved is not None else entities
+        frame = read_rows(location, timestamp=timestamp, what="entities")
     else:
         frame = entities
     if frame.empty:
@@ -141,23 +140,50 @@ def batch_score(model: str, entities: pd.DataFrame | str, *, output: str | None 
                        seconds=round((datetime.now(UTC) - started).total_seconds(), 3))
 
 
+def scoring_plan(project: Project, model: str | None, entities: str | None, timestamp: str | None
+                 ) -> list[tuple[str, str, str]]:
+    """(model ref, entities, timestamp column) to score: the one asked for, or each model of the project with a
+    production version, on its spec's label source (the rows the project labels are the rows it scores)."""
+    from flows.spec import resolve_spec
+
+    if model and entities:
+        return [(model, entities, timestamp or "event_timestamp")]
+    names = [ModelRef.parse(model).name] if model else project.spec_names()
+    out = []
+    for name in names:
+        spec = resolve_spec(name, project)
+        out.append((model or f"{spec.name}@production", entities or spec.labels.source,
+                    timestamp or spec.labels.timestamp_column))
+    return out
+
+
 @flow(name="batch-score", log_prints=True)
-def batch_score_flow(model: str, entities: str, output: str | None = None, mode: str = "offline",
-                     timestamp: str = "event_timestamp", project: str | None = None,
+def batch_score_flow(model: str | None = None, entities: str | None = None, output: str | None = None,
+                     mode: str = "offline", timestamp: str | None = None, project: str | None = None,
                      database_url: str | None = None) -> dict[str, Any]:
     """Score a parquet/CSV of entities (path relative to the project, or a URI) with a registered model
-    (``name@alias`` or ``name:version``); writes parquet and a ``batch-score`` artifact."""
+    (``name@alias`` or ``name:version``); writes parquet and a ``batch-score`` artifact. Without a model, every
+    model of the project that has a production version scores its spec's label source (the daily deployment).
+    """
     from prefect.artifacts import create_markdown_artifact
 
     registry = Registry.from_url(database_url)
+    results: dict[str, Any] = {}
     try:
-        result = batch_score(model, entities, output=output, mode=mode, timestamp=timestamp,  # type: ignore[arg-type]
-                             project=project, registry=registry)
+        resolved = optional_project(project)
+        plan = scoring_plan(resolved, model, entities, timestamp) if resolved is not None else [
+            (model or "", entities or "", timestamp or "event_timestamp")]
+        for ref, rows, ts in plan:
+            if not model and registry.resolve_alias(ModelRef.parse(ref).name, "production") is None:
+                continue
+            result = batch_score(ref, rows, output=output if model else None, mode=mode,  # type: ignore[arg-type]
+                                 timestamp=ts, project=resolved, registry=registry)
+            results[ref] = result.to_dict()
+            create_markdown_artifact(
+                key="batch-score",
+                markdown=(f"# Batch score: {result.model_name} v{result.version}\n\n{result.rows} rows -> "
+                          f"`{result.path}`; {result.rows_with_missing_features} with missing features."),
+            )
     finally:
         registry.close()
-    create_markdown_artifact(
-        key="batch-score",
-        markdown=(f"# Batch score: {result.model_name} v{result.version}\n\n{result.rows} rows -> `{result.path}`; "
-                  f"{result.rows_with_missing_features} with missing features."),
-    )
-    return result.to_dict()
+    return results[model] if model and model in results else results

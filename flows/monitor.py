@@ -25,7 +25,7 @@ import pandas as pd
 from prefect import flow
 
 from core import profiles
-from core.project import Project, ProjectError, current_project
+from core.project import Project, current_project, optional_project
 from flows.errors import TrainingInputError
 from flows.features import FeastFetcher, FeatureFetcher, read_rows
 from flows.monitoring import report as reporting
@@ -380,7 +380,7 @@ def run_monitor(
     registry = registry or Registry.from_url()
     reporter = reporter or LogReporter()
     now = now or datetime.now(UTC)
-    resolved_project = _optional_project(project)
+    resolved_project = optional_project(project)
     ctx: MonitorContext = step(
         load_context,
         registry,
@@ -547,16 +547,6 @@ def run_monitor(
 
 
 # -- Prefect -------------------------------------------------------------------------------------------------
-
-
-def _optional_project(project: Project | str | None) -> Project | None:
-    """The project when there is one: monitoring gateway traffic needs none, a batch of entity rows does."""
-    try:
-        return current_project(project)
-    except ProjectError:
-        if project is not None:
-            raise
-        return None
 
 
 def monitored_models(registry: Registry, project: Project, alias: str = "production") -> list[str]:

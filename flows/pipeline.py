@@ -36,6 +36,6 @@ def pipeline_flow(project: str | None = None, spec: str | None = None, score: bo
         if score:
             model_spec = resolve_spec(name, resolved)
             result[f"batch_score:{name}"] = batch_score_flow(
-                model=f"{trained['model_name']}@production", entities=model_spec.labels.source,
+                model=f"{model_spec.name}@production", entities=model_spec.labels.source,
                 timestamp=model_spec.labels.timestamp_column, project=root)
     return result

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow
 
-from core.project import Project, current_project
+from core.project import Project, optional_project
 from flows.errors import DataValidationError
 from flows.features import FeatureFetcher
 from flows.reporting import LogReporter, Reporter
@@ -129,7 +129,7 @@ def run_retrain(
         metric_drop,
     )
     try:
-        resolved = current_project(project) if project is not None or fetcher is None else None
+        resolved = optional_project(project)
         model_spec = spec_for_retrain(registry, model_name, spec, resolved)
         result: TrainResult = train(
             model_spec,

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from prefect import flow
 
-from core.project import Project, current_project
+from core.project import Project, current_project, optional_project
 from flows import evaluate, promotion
 from flows.errors import DataValidationError, SearchFailed, TrainingInputError
 from flows.features import FeastFetcher, FeatureFetcher, ServiceInfo, input_schema, read_labels, select_rows
@@ -140,7 +140,8 @@ def fetch_training_set(spec: ModelSpec, fetcher: FeatureFetcher, project: Projec
     info = fetcher.service(spec.feature_service)
     if entities is None:
         if project is None:
-            raise TrainingInputError("no project to read the label source from")
+            raise TrainingInputError(f"no project to read the label source {spec.labels.source!r} from: run in a "
+                                     "project folder, pass --project or set ESTEIRA_PROJECT")
         entities = read_labels(spec.labels, project)
     selected = select_rows(entities, spec, info, now=now)
     schema = input_schema(spec, features, info, selected)
@@ -219,7 +220,7 @@ def train(spec: ModelSpec | str | Path, *, project: Project | str | None = None,
     ``parallel=False`` runs the trials in this process instead of on Ray. Progress (stages, trials done,
     best so far) goes to ``reporter``.
     """
-    resolved_project = current_project(project) if project is not None or fetcher is None else None
+    resolved_project = optional_project(project)
     spec = resolve_spec(spec, resolved_project)
     registry = registry or Registry.from_url()
     fetcher = fetcher or FeastFetcher(resolved_project, apply=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from core.ray_runtime import project_runtime_env
+from core.ray_runtime import job_runtime_env, replica_env_vars
 from gateway.config import GatewayConfig
 
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
@@ -48,8 +48,8 @@ def deploy(*, host: str, port: int, replicas: int = 1, replica_cpus: float = 1.0
            shadow_alias: str | None = "challenger", access_log: bool = False) -> str:
     """Deploy the gateway application on the Ray this process is connected to; returns its URL.
 
-    Serve applications outlive the driver that deployed them. The project reaches the replicas through
-    their runtime environment (:func:`core.ray_runtime.project_runtime_env`).
+    Serve applications outlive the driver that deployed them. The project reaches the replicas as this
+    driver's job working directory when it travelled (:func:`connect_for_serving`), else by its path.
     """
     import ray
     from ray import serve
@@ -58,12 +58,11 @@ def deploy(*, host: str, port: int, replicas: int = 1, replica_cpus: float = 1.0
     from gateway.deployment import DEFAULT_ACTOR_OPTIONS, Gateway
 
     settings = get_settings()
-    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
-    runtime_env = project_runtime_env(settings.project, address, ship=settings.ray_ship_project)
-    shipped = "working_dir" in runtime_env
-    env_vars = {**DEFAULT_ACTOR_OPTIONS["runtime_env"]["env_vars"], **runtime_env["env_vars"]}
+    shipped = bool(ray.get_runtime_context().runtime_env.get("working_dir"))
+    env_vars = {**DEFAULT_ACTOR_OPTIONS["runtime_env"]["env_vars"],
+                **replica_env_vars(settings.project, shipped=shipped)}
     actor_options: dict[str, Any] = {**DEFAULT_ACTOR_OPTIONS, "num_cpus": replica_cpus,
-                                     "runtime_env": {**runtime_env, "env_vars": env_vars}}
+                                     "runtime_env": {"env_vars": env_vars}}
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": access_log})
     config = serving_config(models, shadow_alias, shipped=shipped)
     application = Gateway.options(num_replicas=replicas, ray_actor_options=actor_options  # type: ignore[attr-defined]
@@ -75,7 +74,8 @@ def deploy(*, host: str, port: int, replicas: int = 1, replica_cpus: float = 1.0
 
 def connect_for_serving() -> None:
     """Join the configured cluster, or start a Ray of our own in HAProxy mode with one OpenMP thread per
-    process ("local": a bare ``ray.init()`` would silently join any cluster a ``ray start`` left running)."""
+    process ("local": a bare ``ray.init()`` would silently join any cluster a ``ray start`` left running).
+    A remote cluster receives the project folder as this job's working directory."""
     import ray
 
     from core.settings import get_settings
@@ -86,4 +86,5 @@ def connect_for_serving() -> None:
     if not ray.is_initialized():
         settings = get_settings()
         address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        runtime_env = job_runtime_env(settings.project, address, ship=settings.ray_ship_project)
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)

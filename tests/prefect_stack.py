@@ -25,10 +25,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_stack(home: Path, *, timeout: float = 150.0) -> Iterator[tuple[Settings, StackInfo]]:
-    """Start a stack under ``home`` on a free port, without the scheduler (no surprise runs), and
-    always stop it, even if the start failed half-way."""
-    settings = Settings(home=home, prefect_port=free_port())
+def running_stack(home: Path, *, project: Path | None = None, timeout: float = 150.0
+                  ) -> Iterator[tuple[Settings, StackInfo]]:
+    """Start a stack of ``project`` under ``home`` on a free port, without the scheduler (no surprise runs),
+    and always stop it, even if the start failed half-way."""
+    settings = Settings(home=home, project=project, prefect_port=free_port())
     try:
         info = start_stack(settings, scheduler=False, timeout=timeout)
         with use_stack(settings):

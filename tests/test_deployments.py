@@ -1,8 +1,9 @@
 """deployments.yaml: statically against the flow files (fast), and against a real local Prefect
 stack, server + `esteira-local` process worker (slow).
 
-The same code as `esteira up` starts the stack in a temporary ESTEIRA_HOME (its own PREFECT_HOME, a
-free port on 127.0.0.1, scheduler off so schedules create no runs during the test). Then: every
+The same code as `esteira up` starts the stack of a copy of the churn example in a temporary ESTEIRA_HOME
+(its own PREFECT_HOME, a free port on 127.0.0.1, scheduler off so schedules create no runs during the
+test). Then: every
 deployment of the file is registered with its schedule or trigger; materialize then train run on
 the worker to COMPLETED; the monitor's retrain event starts a run of the retrain deployment through the
 automation (the continuous-training path); `up` again reuses the running processes; `down` stops them.
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import ESTEIRA_ROOT, Settings
 from esteira.stack import WORK_POOL, StackInfo, pid_running, registered_deployments, stack_status, start_stack
 from tests.prefect_stack import flow_runs_of, free_port, running_stack, wait_for
 
@@ -27,14 +28,14 @@ RETRAIN_EVENT = "esteira.model.retrain-requested"
 
 
 def _file_deployments() -> list[dict[str, Any]]:
-    return yaml.safe_load((PROJECT_ROOT / "deployments.yaml").read_text())["deployments"]
+    return yaml.safe_load((ESTEIRA_ROOT / "deployments.yaml").read_text())["deployments"]
 
 
 def _flow_signature(entrypoint: str) -> dict[str, bool]:
     """Parameter name -> has a default, of the entrypoint's function, read with ``ast`` (no import:
     the fast tier must not pay for Ray and Feast)."""
     path, func = entrypoint.rsplit(":", 1)
-    tree = ast.parse((PROJECT_ROOT / path).read_text())
+    tree = ast.parse((ESTEIRA_ROOT / path).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == func:
             assert any("flow" in ast.unparse(d) for d in node.decorator_list), f"{entrypoint} is not a @flow"
@@ -49,7 +50,7 @@ def _flow_signature(entrypoint: str) -> dict[str, bool]:
 def test_deployment_matches_its_flow(spec: dict[str, Any]) -> None:
     """Entrypoints, parameters and trigger parameters name what the flow functions accept, and
     every deployment goes to the local process pool without a pull step (FIELD-NOTES)."""
-    if not (PROJECT_ROOT / spec["entrypoint"].rsplit(":", 1)[0]).is_file():
+    if not (ESTEIRA_ROOT / spec["entrypoint"].rsplit(":", 1)[0]).is_file():
         pytest.fail(f"{spec['entrypoint']} does not exist")
     signature = _flow_signature(spec["entrypoint"])
     given = set(spec.get("parameters") or {})
@@ -84,7 +85,7 @@ def test_down_never_signals_a_recycled_pid(tmp_path: Path) -> None:
         settings = Settings(home=tmp_path / "home", prefect_port=free_port())
         settings.home.mkdir(parents=True)
         stale = StackInfo(api_url="http://127.0.0.1:1/api", ui_url="http://127.0.0.1:1", prefect_home="",
-                          work_pool=WORK_POOL, project_dir=str(PROJECT_ROOT), server_pid=other.pid,
+                          work_pool=WORK_POOL, project_dir=str(ESTEIRA_ROOT), server_pid=other.pid,
                           worker_pid=other.pid)
         (settings.home / "stack.json").write_text(stale.to_json())
         assert not pid_running(other.pid)
@@ -102,8 +103,9 @@ def test_stack_env_points_only_at_the_home(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PREFECT_API_URL", "http://example.invalid/api")
     monkeypatch.setenv("PREFECT_PROFILE", "users-profile")
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "DEBUG")
-    settings = Settings(home=tmp_path / "home", prefect_port=4999)
+    settings = Settings(home=tmp_path / "home", project=tmp_path / "project", prefect_port=4999)
     env = child_env(settings)
+    assert env["ESTEIRA_PROJECT"] == str((tmp_path / "project").resolve())  # flow runs act on the stack's project
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:4999/api"
     assert env["PREFECT_HOME"] == str(settings.home / "prefect")
     assert env["ESTEIRA_HOME"] == str(settings.home)
@@ -120,8 +122,12 @@ def _full_names(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, StackInfo]]:
-    home = tmp_path_factory.mktemp("stack") / "esteira-home"
-    with running_stack(home) as (settings, info):
+    from tests.projects import copy_example, project_module
+
+    base = tmp_path_factory.mktemp("stack")
+    project = copy_example("churn", base / "churn")
+    project_module(project, "generator").generate_batch(project / "data", n_customers=300)
+    with running_stack(base / "esteira-home", project=project) as (settings, info):
         yield settings, info
     assert not pid_running(info.server_pid), "esteira down left the server running"
     assert not pid_running(info.worker_pid), "esteira down left the worker running"
@@ -190,19 +196,19 @@ def test_the_server_turns_a_schedule_into_scheduled_runs(stack: tuple[Settings, 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_materialize_then_train_run_to_completed_on_the_worker(stack: tuple[Settings, StackInfo]) -> None:
-    """Two deployments in the order the loop runs them: materialize (generating a small batch first,
-    real Feast) then train (real Ray in the flow-run process), each to COMPLETED on the process
-    worker; the new model version lands in the registry of the stack's ESTEIRA_HOME."""
+    """Two deployments in the order the loop runs them, with their file parameters (none name the project
+    or a model: the worker's ESTEIRA_PROJECT does): materialize (real Feast) then train every spec (real Ray
+    in the flow-run process), each to COMPLETED on the process worker; the new model version lands in the
+    registry of the stack's ESTEIRA_HOME."""
     from prefect.deployments import run_deployment
 
     from registry import Registry
 
     settings, _ = stack
     names = _full_names(settings)
-    materialized = run_deployment(names["hourly"], parameters={"generate": True, "n_customers": 300},
-                                  timeout=150)
+    materialized = run_deployment(names["hourly"], timeout=150)
     assert materialized.state is not None and materialized.state.is_completed(), materialized.state
-    trained = run_deployment(names["nightly"], parameters={"spec": "churn"}, timeout=240)
+    trained = run_deployment(names["nightly"], timeout=240)
     assert trained.state is not None and trained.state.is_completed(), trained.state
     registry = Registry.from_url(settings.resolved_database_url)
     try:

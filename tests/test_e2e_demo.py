@@ -1,4 +1,4 @@
-"""The whole loop, as the README's main command runs it, in a throwaway home on free ports.
+"""The whole loop, as the README's main command runs it, on a copy of the churn example, on free ports.
 
 Drift is injected, the monitor's Prefect event starts the retrain deployment on the worker, v2 is
 promoted, and the gateway answers with v2 while clients keep sending requests: none may fail.
@@ -21,18 +21,22 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    from tests.projects import copy_example
+
+    project = copy_example("churn", tmp_path / "churn")
     home = tmp_path / "home"
     summary_file = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ESTEIRA_", "PREFECT_", "RAY_ADDRESS"))}
     env.update({"ESTEIRA_HOME": str(home), "ESTEIRA_PREFECT_PORT": str(free_port()),
                 "ESTEIRA_GATEWAY_PORT": str(free_port()), "ESTEIRA_STACK_RAY_PORT": str(free_port()),
                 "COLUMNS": "160"})
-    command = [sys.executable, "-m", "esteira.cli", "demo", "--customers", "1500", "--summary-json", str(summary_file)]
+    command = [sys.executable, "-m", "esteira.cli", "demo", str(project), "--scale", "0.5",
+               "--summary-json", str(summary_file)]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     finally:  # whatever happened, leave no stack behind
-        subprocess.run([sys.executable, "-m", "esteira.cli", "down"], env=env, capture_output=True, timeout=120,
-                       check=False)
+        subprocess.run([sys.executable, "-m", "esteira.cli", "--project", str(project), "down"], env=env,
+                       capture_output=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     summary = json.loads(summary_file.read_text())
 
@@ -49,4 +53,4 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     versions = {v["version"]: v for v in summary["versions"]}
     assert versions[2]["aliases"] == ["production"]
     assert versions[2]["flow_run_id"], "v2 must record the retrain flow run that made it"
-    assert versions[2]["holdout_roc_auc"] > versions[2]["production_holdout_roc_auc"]
+    assert versions[2]["holdout_metric"] > versions[2]["production_holdout_metric"]

@@ -1,9 +1,9 @@
-"""Entity-key requests: the gateway reads the model's feature service from the real Feast online store.
+"""Entity-key requests: the gateway reads the model's feature service from the project's real Feast store.
 
-A model is trained on ``feature_repo.store.training_frame`` for feature service ``churn_v1`` (what the
-training flow does), registered with that feature service, and served; a request that carries only the
-customer id and the request-time field must score exactly the online features ``online_features``
-returns, on-demand features included.
+A model is trained on ``feature_repo.offline.training_frame`` for feature service ``churn_v1`` of a copy of
+the churn example (what the training flow does), registered with that feature service and the signature
+training records, and served; a request that carries only the customer id and the request-time field must
+score exactly the online features ``online_features`` returns, on-demand features included.
 """
 
 from __future__ import annotations
@@ -24,29 +24,33 @@ pytestmark = pytest.mark.slow
 
 FEAST_DTYPES = {"Int64": "int64", "Int32": "int64", "Float64": "float64", "Float32": "float64", "String": "string",
                 "Bool": "bool"}
+SERVICE = "churn_v1"
 
 
 @pytest.fixture
-def feast_model(registry: Any, esteira_home: Path) -> dict[str, Any]:
+def feast_model(registry: Any, churn_project: Path) -> dict[str, Any]:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from core.settings import get_settings
-    from feature_repo import store as st
-    from feature_repo.definitions import ENTITY_KEY, FEATURE_SERVICE, LABEL
-    from feature_repo.generator import generate_batch, load_labels
+    from core.project import Project
+    from feature_repo.materialize import materialize
+    from feature_repo.offline import training_frame
+    from feature_repo.services import feature_schema
+    from feature_repo.store import open_store
+    from feature_repo.sync import sync
+    from tests.projects import project_module
 
-    settings = get_settings()
-    st.clear_store_cache()
-    generate_batch(st.data_dir(settings), n_customers=150, seed=5)
-    store = st.open_store(settings)
-    st.materialize(store)
-    labels = load_labels(st.data_dir(settings))
-    frame = st.training_frame(store, FEATURE_SERVICE, labels)
-    schema = st.feature_schema(store, FEATURE_SERVICE)
+    gen = project_module(churn_project, "generator")
+    gen.generate_batch(churn_project / "data", n_customers=150, seed=5)
+    store = open_store()
+    sync(store, Project(churn_project))
+    materialize(store)
+    labels = gen.load_labels(churn_project / "data")
+    frame = training_frame(store, SERVICE, labels)
+    schema = feature_schema(store, SERVICE)
     names = [s.name for s in schema]
     categorical = [s.name for s in schema if s.kind == "categorical"]
     numeric = [n for n in names if n not in categorical]
@@ -54,18 +58,21 @@ def feast_model(registry: Any, esteira_home: Path) -> dict[str, Any]:
         ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
                            ("cat", OneHotEncoder(handle_unknown="ignore"), categorical)]),
         LogisticRegression(max_iter=500),
-    ).fit(frame[names], frame[LABEL])
-    signature = {"inputs": [{"name": s.name, "dtype": FEAST_DTYPES.get(s.dtype, "string")} for s in schema],
-                 "outputs": [{"name": "label"}, {"name": "probability"}], "classes": [0, 1]}
-    mv = registry.register_version("churn", model, signature=signature, feature_service=FEATURE_SERVICE)
+    ).fit(frame[names], frame["churned"])
+    signature = {"inputs": [{"name": s.name, "dtype": FEAST_DTYPES.get(s.dtype, "string"), "nullable": True}
+                            for s in schema],
+                 "outputs": [{"name": "label"}, {"name": "probability"}], "classes": [0, 1], "task": "binary",
+                 "feature_service": SERVICE, "entity_keys": [{"name": "customer_id", "dtype": "int64"}],
+                 "request_fields": [{"name": "days_until_renewal", "dtype": "int64"}], "request_features": []}
+    mv = registry.register_version("churn", model, signature=signature, feature_service=SERVICE)
     registry.promote("churn", mv.version)
-    return {"model": model, "names": names, "store": store, "customer": int(labels[ENTITY_KEY].iloc[0]),
-            "feature_service": FEATURE_SERVICE}
+    return {"model": model, "names": names, "store": store, "customer": int(labels["customer_id"].iloc[0]),
+            "feature_service": SERVICE}
 
 
 def test_entity_keys_are_scored_with_online_features(registry: Any, esteira_home: Path,
                                                      feast_model: dict[str, Any]) -> None:
-    from feature_repo import store as st
+    from feature_repo.online import online_features
 
     service = ModelService.from_config(GatewayConfig(
         database_url=registry.url, artifact_root=registry.artifacts.root, feast_lookup=True,
@@ -77,7 +84,7 @@ def test_entity_keys_are_scored_with_online_features(registry: Any, esteira_home
         assert response.status_code == 200, response.text
         got = response.json()["predictions"][0]["probability"]
 
-        online = st.online_features(feast_model["store"], feast_model["feature_service"],
+        online = online_features(feast_model["store"], feast_model["feature_service"],
                                     [{"customer_id": customer}], {"days_until_renewal": 5})
         frame = pd.DataFrame(online)[feast_model["names"]].astype(
             {n: float for n in feast_model["names"] if isinstance(online[0][n], (int, float))})
@@ -91,17 +98,32 @@ def test_entity_keys_are_scored_with_online_features(registry: Any, esteira_home
         probabilities = [p["probability"] for p in many.json()["predictions"]]
         assert not np.isclose(*probabilities)  # the on-demand feature moved with the request field
 
-        missing = client.post("/v1/models/churn/predict", json={"entities": {"customer_id": customer}})
-        assert missing.status_code == 422 and missing.json()["field"] == "entities"
-        assert "days_until_renewal" in missing.json()["error"]
-        unknown = client.post("/v1/models/churn/predict", json={
-            "entities": {"customer_id": 10**9}, "request_data": {"days_until_renewal": 5}})
-        assert unknown.status_code in (404, 422), unknown.text
-        assert unknown.status_code < 500
+        def refused(body: dict[str, Any]) -> tuple[int, str, str]:
+            answer = client.post("/v1/models/churn/predict", json=body)
+            return answer.status_code, answer.json().get("field", ""), answer.json()["error"]
 
-        not_a_number = client.post("/v1/models/churn/predict", json={
-            "entities": {"customer_id": customer}, "request_data": {"days_until_renewal": "soon"}})
-        assert not_a_number.status_code == 422, not_a_number.text
+        # the request's parts are checked against the version's signature before the store is asked
+        assert refused({"entities": {"customer_id": customer}}) == (
+            422, "request_data.days_until_renewal", "missing request field 'days_until_renewal'")
+        status, field, error = refused({"entities": {"customer_id": customer},
+                                        "request_data": {"days_until_renewal": 2475.7}})
+        assert (status, field) == (422, "request_data.days_until_renewal") and "integer" in error
+        status, field, _ = refused({"entities": {"customer_id": customer},
+                                    "request_data": {"days_until_renewal": "soon"}})
+        assert (status, field) == (422, "request_data.days_until_renewal")
+        status, field, _ = refused({"entities": {"customer_id": customer},
+                                    "request_data": {"days_until_renewal": 3, "coupon": "x"}})
+        assert (status, field) == (422, "request_data.coupon")
+        status, field, _ = refused({"entities": {"customer": customer}, "request_data": {"days_until_renewal": 3}})
+        assert (status, field) == (422, "entities.customer")
+        status, field, _ = refused({"entities": {"customer_id": "abc"}, "request_data": {"days_until_renewal": 3}})
+        assert (status, field) == (422, "entities.customer_id")
+        # an entity the store knows nothing about: 404 naming the key, not a 422 about a null feature
+        status, field, error = refused({"entities": {"customer_id": 10**9}, "request_data": {"days_until_renewal": 5}})
+        assert (status, field) == (404, "entities") and "customer_id=1000000000" in error
+        status, field, _ = refused({"entities": [{"customer_id": customer}, {"customer_id": 10**9}],
+                                    "request_data": {"days_until_renewal": 5}})
+        assert (status, field) == (404, "entities[1]")
 
 
 def test_replica_reads_the_feature_store_once_before_traffic(registry: Any, esteira_home: Path,

@@ -63,7 +63,7 @@ def production(registry: Any) -> Any:
     from sklearn.metrics import roc_auc_score
 
     train, holdout = make_frame(800, 1), make_frame(300, 2)
-    model = build_pipeline("logistic_regression", {"max_iter": 500}, NUMERIC, CATEGORICAL)
+    model = build_pipeline("logistic_regression", {"max_iter": 500}, NUMERIC, CATEGORICAL, "binary")
     model.fit(train[FEATURES], train["label"])
     auc = float(roc_auc_score(holdout["label"], model.predict_proba(holdout[FEATURES])[:, 1]))
     dtypes = {"tenure": "float64", "spend": "float64", "tickets": "int64", "plan": "string"}
@@ -138,7 +138,7 @@ def test_drift_detected_on_shift_not_on_same_distribution() -> None:
     assert (
         decide(
             shifted,
-            window_performance(None, label="label", metric="roc_auc", baseline={}, policy=policy),
+            window_performance(None, label="label", task="binary", metric="roc_auc", baseline={}, policy=policy),
             policy,
         ).decision
         == "retrain"
@@ -387,8 +387,10 @@ def test_policy_comes_from_the_spec_monitoring_section(registry: Any, production
     the flow's ``policy`` parameter overrides single fields on top of it."""
     spec = f"""
 name: {MODEL}
+task: binary
 feature_service: {MODEL}_svc
 label: label
+labels: {{source: labels.parquet}}
 candidates: [{{family: logistic_regression}}]
 monitoring: {{min_rows: 1000, cooldown_minutes: 30}}
 """

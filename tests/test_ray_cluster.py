@@ -41,8 +41,9 @@ X, y = make_classification(n_samples=400, n_features=6, random_state=0)
 frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
 frame["cat"] = np.where(X[:, 0] > 0, "a", "b")
 configs = trial_configs([("logistic_regression", {"C": 1.0}), ("random_forest", {"n_estimators": 10}),
-                         ("hist_gradient_boosting", {"max_iter": 10}), ("logistic_regression", {"C": -1.0})], 0)
-settings = CVSettings("roc_auc", 2, "stratified", 0, tuple(f"f{i}" for i in range(6)), ("cat",))
+                         ("hist_gradient_boosting", {"max_iter": 10}), ("logistic_regression", {"C": -1.0})], 0,
+                        "binary")
+settings = CVSettings("binary", "roc_auc", 2, "stratified", 0, tuple(f"f{i}" for i in range(6)), ("cat",))
 results = run_on_ray(configs, frame, y, settings)
 
 @ray.remote(num_cpus=1)

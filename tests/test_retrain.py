@@ -1,7 +1,7 @@
 """The retrain flow: the training procedure on fresh data, linked back to the monitoring report.
 
-Runs helper-2's real training procedure (validation, search, comparison with production, promotion)
-with an in-memory feature fetcher and sequential trials, so it needs neither Feast nor Ray.
+Runs the real training procedure (validation, search, comparison with production, promotion) with an
+in-memory feature fetcher and sequential trials, so it needs neither Feast nor Ray.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flows.features import ServiceInfo
 from flows.retrain import retrain, run_retrain
 from registry.models import MonitoringReport
 from tests.test_monitor import make_frame
@@ -23,9 +24,10 @@ MODEL = "churn-rt"
 SCHEMA = {"tenure": "float64", "spend": "float64", "tickets": "int64", "plan": "string"}
 SPEC = f"""
 name: {MODEL}
+task: binary
 feature_service: {MODEL}_svc
 label: label
-entity_key: customer_id
+labels: {{source: labels.parquet}}
 candidates:
   - family: logistic_regression
     params: {{max_iter: 500}}
@@ -46,7 +48,10 @@ class FrameFetcher:
     def schema(self, feature_service: str) -> dict[str, str]:
         return dict(SCHEMA)
 
-    def historical(self, feature_service: str, entity_df: pd.DataFrame) -> pd.DataFrame:
+    def service(self, feature_service: str) -> ServiceInfo:
+        return ServiceInfo(keys={"customer_id": "int64"}, request={})
+
+    def historical(self, feature_service: str, entity_df: pd.DataFrame, timestamp: str) -> pd.DataFrame:
         return entity_df.merge(self.features, on="customer_id", how="left")
 
     def online(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -1,9 +1,9 @@
 """Training flow: spec parsing, bad input failing early, data validation, the search on Ray, lineage,
-promotion, batch scoring and reproduction, on a small generated churn dataset in a real Feast repo.
+promotion, batch scoring and reproduction, on a copy of the churn example with small generated data.
 
-One module-scoped Feast home (data generated once, ~1,800 labelled rows) and one module-scoped
-first training keep the whole file well under a minute of compute; each test that writes gets its
-own registry where it needs to start empty.
+One module-scoped project (data generated once, ~1,800 labelled rows) and one module-scoped first
+training keep the whole file well under a minute of compute; each test that writes gets its own
+registry where it needs to start empty.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from flows.errors import DataValidationError, TrainingInputError
 from flows.estimators import InvalidSearchSpace
 from flows.features import FeastFetcher, UnknownFeatureService
 from flows.reporting import LogReporter
-from flows.spec import ModelSpec, builtin_spec_path, load_spec
+from flows.spec import ModelSpec, load_spec
 from registry import Registry
+from tests.projects import EXAMPLES, copy_example, project_module, use_project
 
 SPEC: dict[str, Any] = {
     "name": "churn_test",
+    "task": "binary",
     "feature_service": "churn_v1",
     "label": "churned",
+    "labels": {"source": "data/churn_labels"},
     "candidates": [
         {"family": "logistic_regression", "params": {"max_iter": 300}, "search": {"C": [0.3, -1.0]}},
         {"family": "random_forest", "params": {"n_estimators": 20}, "search": {"max_depth": [4]}},
@@ -45,35 +48,33 @@ def make_spec(**overrides: Any) -> ModelSpec:
 
 
 @pytest.fixture(scope="module")
-def feast_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A Feast repo with generated churn data (600 customers, 3 labels each), shared by the module."""
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the churn example with generated data (600 customers, 3 labels each), shared by the module."""
     from core.settings import get_settings
-    from feature_repo.generator import generate_batch
-    from feature_repo.store import clear_store_cache, data_dir
+    from feature_repo.store import clear_store_cache
 
-    home = tmp_path_factory.mktemp("train-home")
+    base = tmp_path_factory.mktemp("train")
+    root = copy_example("churn", base / "churn")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ESTEIRA_HOME", str(home))
+        mp.setenv("ESTEIRA_HOME", str(base / "home"))
         for var in ("ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_RAY_ADDRESS"):
             mp.delenv(var, raising=False)
-        get_settings.cache_clear()
-        clear_store_cache()
-        generate_batch(data_dir(), n_customers=600, labels_per_customer=3, seed=7)
-        yield home
+        use_project(root, mp)
+        project_module(EXAMPLES / "churn", "generator").generate_batch(root / "data", n_customers=600,
+                                                                       labels_per_customer=3, seed=7)
+        yield root
         clear_store_cache()
     get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
-def fetcher(feast_home: Path) -> FeastFetcher:
-    return FeastFetcher()
+def fetcher(project: Path) -> FeastFetcher:
+    return FeastFetcher(apply=True)
 
 
 @pytest.fixture(scope="module")
-def labels(feast_home: Path) -> pd.DataFrame:
-    from feature_repo.generator import load_labels
-
-    return load_labels()
+def labels(project: Path) -> pd.DataFrame:
+    return project_module(EXAMPLES / "churn", "generator").load_labels(project / "data")
 
 
 def fresh_registry(path: Path) -> Registry:
@@ -108,15 +109,17 @@ def assert_nothing_written(registry: Registry) -> None:
 # -- spec (code tests) ---------------------------------------------------------------------------------
 
 
-def test_shipped_churn_spec_loads_with_three_families() -> None:
-    spec = load_spec(builtin_spec_path("churn"))
-    assert spec.feature_service == "churn_v1"
+def test_example_churn_spec_loads_with_three_families() -> None:
+    path = EXAMPLES / "churn" / "specs" / "churn.yaml"
+    spec = load_spec(path)
+    assert spec.feature_service == "churn_v1" and spec.task == "binary" and spec.metric == "roc_auc"
     assert {c.family for c in spec.candidates} >= {"logistic_regression", "random_forest", "hist_gradient_boosting"}
-    assert spec.trial_configs() == load_spec(builtin_spec_path("churn")).trial_configs()  # seeded
+    assert spec.trial_configs() == load_spec(path).trial_configs()  # seeded
+    assert spec.labels.start == "-90d" and spec.labels.relative
 
 
 def test_spec_refuses_families_outside_the_allow_list() -> None:
-    with pytest.raises(ValueError, match="unknown estimator family 'os.system'"):
+    with pytest.raises(ValueError, match="unknown estimator family 'os.system' for a binary task"):
         make_spec(candidates=[{"family": "os.system", "params": {}}])
 
 
@@ -150,7 +153,7 @@ def test_absent_label_column_fails_naming_it(empty_registry: Registry, fetcher: 
                                              labels: pd.DataFrame) -> None:
     from flows.train import train
 
-    with pytest.raises(TrainingInputError, match="label column 'cancelled' is not in the entity source"):
+    with pytest.raises(TrainingInputError, match="label source lacks column.*'cancelled'"):
         train(make_spec(label="cancelled"), registry=empty_registry, fetcher=fetcher, entities=labels,
               parallel=False)
     assert_nothing_written(empty_registry)
@@ -168,8 +171,8 @@ def test_entity_query_outside_the_data_fails_with_both_ranges(empty_registry: Re
                                                                fetcher: FeastFetcher) -> None:
     from flows.train import train
 
-    spec = make_spec(entities={"start": "2001-01-01", "end": "2001-02-01"})
-    with pytest.raises(TrainingInputError, match=r"selects no rows: the data covers .* \(1800 rows\)"):
+    spec = make_spec(labels={"source": "data/churn_labels", "start": "2001-01-01", "end": "2001-02-01"})
+    with pytest.raises(TrainingInputError, match=r"window .* selects no rows: the data covers .* \(1800 rows\)"):
         train(spec, registry=empty_registry, fetcher=fetcher, parallel=False)
     assert_nothing_written(empty_registry)
 
@@ -220,7 +223,7 @@ def test_registered_model_loads_and_encodes_raw_strings_itself(trained: Any, fet
     registry, _, _ = trained
     mv = registry.get("churn_test:1")
     predictor = registry.load_predictor(mv)  # skops, allow-listed types only, hash verified
-    frame = fetcher.historical("churn_v1", labels.head(20))
+    frame = fetcher.historical("churn_v1", labels.head(20), "event_timestamp")
     columns = {c["name"]: frame[c["name"]].to_numpy() for c in mv.signature["inputs"]}
     columns["plan_type"] = np.array(["never-seen-plan"] * 20, dtype=object)  # unknown category: no failure
     out = predictor.predict(columns)
@@ -237,8 +240,11 @@ def test_failed_validation_stops_and_leaves_production_alone(trained: Any, fetch
         def schema(self, service: str) -> dict[str, str]:
             return fetcher.schema(service)
 
-        def historical(self, service: str, entity_df: pd.DataFrame) -> pd.DataFrame:
-            frame = fetcher.historical(service, entity_df)
+        def service(self, service: str) -> Any:
+            return fetcher.service(service)
+
+        def historical(self, service: str, entity_df: pd.DataFrame, timestamp: str) -> pd.DataFrame:
+            frame = fetcher.historical(service, entity_df, timestamp)
             return frame.assign(monthly_charges=frame["monthly_charges"] * 100, logins_7d=np.nan)
 
     before = registry.list_versions("churn_test")
@@ -311,7 +317,7 @@ def test_retraining_that_does_not_beat_production_goes_to_staging_with_the_reaso
 
 
 @pytest.mark.slow
-def test_train_flow_runs_as_a_prefect_flow_with_artifacts(trained: Any, tmp_path: Path) -> None:
+def test_train_flow_runs_as_a_prefect_flow_with_artifacts(trained: Any, project: Path, tmp_path: Path) -> None:
     """The Prefect wrapper: same procedure, tasks, and the artifacts in the run."""
     import yaml
     from prefect.testing.utilities import prefect_test_harness

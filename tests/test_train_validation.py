@@ -28,8 +28,10 @@ def frame(n: int = 100, **columns: object) -> pd.DataFrame:
     return pd.DataFrame(base)
 
 
-def failures(df: pd.DataFrame, reference: dict | None = REFERENCE) -> set[tuple[str, str | None]]:
-    report = validate_training_frame(df, schema=SCHEMA, label="churned", limits=LIMITS, reference=reference)
+def failures(df: pd.DataFrame, reference: dict | None = REFERENCE, task: str = "binary"
+             ) -> set[tuple[str, str | None]]:
+    report = validate_training_frame(df, schema=SCHEMA, label="churned", task=task, limits=LIMITS,
+                                     reference=reference)
     return {(c.name, c.column) for c in report.failures}
 
 
@@ -52,8 +54,8 @@ def test_null_fraction_and_increase_fail() -> None:
 def test_value_skew_fails_over_the_limit_and_warns_under_it() -> None:
     assert ("value range", "charges") in failures(frame(charges=np.full(100, 500.0)))
     few = np.where(np.arange(100) < 5, 500.0, 20.0)
-    report = validate_training_frame(frame(charges=few), schema=SCHEMA, label="churned", limits=LIMITS,
-                                     reference=REFERENCE)
+    report = validate_training_frame(frame(charges=few), schema=SCHEMA, label="churned", task="binary",
+                                     limits=LIMITS, reference=REFERENCE)
     assert report.passed and any(c.column == "charges" and c.status == "warn" for c in report.checks)
 
 
@@ -63,12 +65,30 @@ def test_unseen_categories_fail() -> None:
 
 def test_label_must_be_binary_and_have_both_classes() -> None:
     assert ("label binary", "churned") in failures(frame(churned=np.arange(100) % 3), None)
-    assert ("label balance", "churned") in failures(frame(churned=np.zeros(100, dtype=int)), None)
+    assert ("label binary", "churned") in failures(frame(churned=np.zeros(100, dtype=int)), None)
+    rare = (np.arange(100) == 0).astype(int)  # one positive in a hundred: 0.01, over min_positive_rate=0.005
+    assert failures(frame(churned=rare), None) == set()
+    assert failures(frame(churned=np.where(np.arange(100) % 2 == 0, "yes", "no").astype(object)), None) == set()
+
+
+def test_label_rules_follow_the_task() -> None:
+    three = np.array(["sun", "rain", "fog"] * 33 + ["sun"], dtype=object)
+    assert failures(frame(churned=three), None, "multiclass") == set()
+    assert ("label classes", "churned") in failures(frame(churned=np.arange(100) % 2), None, "multiclass")
+    rare = three.copy()
+    rare[:] = "sun"
+    rare[:40] = "rain"
+    rare[:3] = "fog"  # 3 rows < min_class_rows=10
+    assert ("label classes", "churned") in failures(frame(churned=rare), None, "multiclass")
+    assert failures(frame(churned=np.linspace(0, 30, 100)), None, "regression") == set()
+    assert ("label numeric", "churned") in failures(frame(churned=np.array(["x"] * 100, dtype=object)), None,
+                                                     "regression")
+    assert ("label varies", "churned") in failures(frame(churned=np.full(100, 3.0)), None, "regression")
 
 
 def test_report_markdown_names_the_failure() -> None:
     report = validate_training_frame(frame(charges=np.full(100, 500.0)), schema=SCHEMA, label="churned",
-                                     limits=LIMITS, reference=REFERENCE)
+                                     task="binary", limits=LIMITS, reference=REFERENCE)
     text = report.to_markdown()
     assert "FAILED" in text and "charges" in text and "outside reference" in text
 
@@ -76,11 +96,11 @@ def test_report_markdown_names_the_failure() -> None:
 def test_time_holdout_keeps_the_future_out_of_training() -> None:
     ts = pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC")
     split = time_holdout(pd.DataFrame({"event_timestamp": ts, "y": np.arange(100) % 2}), timestamp="event_timestamp",
-                         fraction=0.2, label="y")
+                         fraction=0.2, label="y", task="binary")
     assert len(split.holdout) == 20 and split.train["event_timestamp"].max() < split.holdout["event_timestamp"].min()
     with pytest.raises(TrainingInputError, match="same timestamp"):
         time_holdout(pd.DataFrame({"event_timestamp": [ts[0]] * 10, "y": [0, 1] * 5}), timestamp="event_timestamp",
-                     fraction=0.2, label="y")
+                     fraction=0.2, label="y", task="binary")
 
 
 @pytest.mark.parametrize(
