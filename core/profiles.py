@@ -68,7 +68,7 @@ def _clean(value: Any) -> Any:
 
 
 def profile_summary(blob: bytes) -> dict[str, dict[str, Any]]:
-    """Per column: count, nulls, mean, stddev, min, max, distinct estimate, inferred kind, frequent values."""
+    """Per column: count, nulls, mean, median, stddev, min, max, distinct estimate, inferred kind, frequent values."""
     table = load_profile(blob).to_pandas()
     summary: dict[str, dict[str, Any]] = {}
     for column, row in table.iterrows():
@@ -80,6 +80,7 @@ def profile_summary(blob: bytes) -> dict[str, dict[str, Any]]:
             "count": int(get("counts/n", 0) or 0),
             "null_count": int(get("counts/null", 0) or 0) + int(get("counts/nan", 0) or 0),
             "mean": _clean(get("distribution/mean")),
+            "median": _clean(get("distribution/median")),
             "stddev": _clean(get("distribution/stddev")),
             "min": _clean(get("distribution/min")),
             "max": _clean(get("distribution/max")),
@@ -144,12 +145,7 @@ def compare_distributions(reference: bytes, target: bytes, columns: Iterable[str
                          "reference": [float(p) for p in ref_dist.kll.value.get_pmf(splits)],
                          "target": [float(p) for p in tgt_dist.kll.value.get_pmf(splits)]}
             continue
-        shares = []
-        for column in (ref_col, tgt_col):
-            metric = column.get_metric("frequent_items")
-            n = column.get_metric("counts").n.value if column.get_metric("counts") is not None else 0
-            items = metric.to_summary_dict().get("frequent_strings", []) if metric is not None else []
-            shares.append({item.value: item.est / n for item in items} if n else {})
+        shares = [_category_shares(ref_col), _category_shares(tgt_col)]
         if not shares[0] or not shares[1]:
             continue
         both = set(shares[0]) | set(shares[1])
@@ -158,4 +154,37 @@ def compare_distributions(reference: bytes, target: bytes, columns: Iterable[str
         out[name] = {"kind": "categorical", "categories": categories,
                      "reference": [float(shares[0].get(c, 0.0)) for c in categories],
                      "target": [float(shares[1].get(c, 0.0)) for c in categories]}
+    return out
+
+
+def _category_shares(column: Any) -> dict[str, float]:
+    """Share of each frequent value of a profiled column (whylogs' frequent-items sketch), empty if none."""
+    metric = column.get_metric("frequent_items")
+    counts = column.get_metric("counts")
+    n = counts.n.value if counts is not None else 0
+    items = metric.to_summary_dict().get("frequent_strings", []) if metric is not None else []
+    return {item.value: item.est / n for item in items} if n else {}
+
+
+def hellinger(p: dict[str, float], q: dict[str, float]) -> float:
+    """Hellinger distance of two discrete distributions given as shares; what the sketches do not list
+    (rare values) is one more bucket on each side."""
+    p = {**p, "\0other": max(0.0, 1.0 - sum(p.values()))}
+    q = {**q, "\0other": max(0.0, 1.0 - sum(q.values()))}
+    overlap = sum(math.sqrt(p.get(k, 0.0) * q.get(k, 0.0)) for k in set(p) | set(q))
+    return math.sqrt(max(0.0, 1.0 - overlap))
+
+
+def category_distances(reference: bytes, target: bytes, columns: Iterable[str]) -> dict[str, float]:
+    """Hellinger distance between the category shares of each column in both profiles (columns with no
+    frequent items on either side, numbers among them, are left out)."""
+    ref_view, tgt_view = load_profile(reference), load_profile(target)
+    out: dict[str, float] = {}
+    for name in columns:
+        ref_col, tgt_col = ref_view.get_column(name), tgt_view.get_column(name)
+        if ref_col is None or tgt_col is None:
+            continue
+        p, q = _category_shares(ref_col), _category_shares(tgt_col)
+        if p and q:
+            out[name] = hellinger(p, q)
     return out

@@ -7,7 +7,7 @@ same function, so the rules a Feast user knows hold, with what a long-lived proc
 
 * the working folder is changed only for the parse, under a lock, and put back;
 * the project folder is first on ``sys.path`` only for the parse (definition modules may import each
-  other, ``from features.common import customer``, as with the ``feast`` CLI), and esteira's own package
+  other, ``from features.entities import device``, as with the ``feast`` CLI), and esteira's own package
   folders are off it meanwhile: Prefect's flow loader leaves an entrypoint's folder (``flows/``) on
   ``sys.path``, where ``flows/features.py`` would shadow a project's ``features`` folder;
 * the project's modules are dropped from ``sys.modules`` afterwards, so the next parse sees edited files

@@ -89,7 +89,8 @@ class TrainResult:
         return asdict(self)
 
 
-def signature_for(spec: ModelSpec, data: TrainingSet, classes: list[Any] | None) -> dict[str, Any]:
+def signature_for(spec: ModelSpec, data: TrainingSet, classes: list[Any] | None,
+                  profile: bytes | None = None) -> dict[str, Any]:
     """What a request to this version must carry and what it answers; the gateway serves from this alone."""
     return {
         "inputs": [{"name": name, "dtype": dtype, "nullable": True} for name, dtype in data.schema.items()],
@@ -101,25 +102,26 @@ def signature_for(spec: ModelSpec, data: TrainingSet, classes: list[Any] | None)
         "entity_keys": [{"name": k, "dtype": d} for k, d in data.service.keys.items()],
         "request_fields": [{"name": k, "dtype": d} for k, d in data.service.request.items()],
         "request_features": list(spec.request_features),
-        "example": request_example(spec, data),
+        "example": request_example(spec, data, profile),
     }
 
 
-def request_example(spec: ModelSpec, data: TrainingSet) -> dict[str, Any]:
-    """A request a person can send as it is, shown in the gateway's OpenAPI page: typical feature values
-    (the median of numbers, the most frequent category) and the keys and request data of the latest row."""
-    frame = data.frame
+def request_example(spec: ModelSpec, data: TrainingSet, profile: bytes | None) -> dict[str, Any]:
+    """A request a person can send as it is, shown in the gateway's OpenAPI page: typical input values from
+    the training set's whylogs profile (the version's reference: the median of numbers, the most frequent
+    category), and the keys and request data of the latest training row."""
+    from core import profiles
+
+    summary = profiles.profile_summary(profile) if profile is not None else {}
     inputs: dict[str, Any] = {}
     for name, dtype in data.schema.items():
-        values = frame[name].dropna()
-        if values.empty:
-            inputs[name] = None
-        elif dtype == "string":
-            inputs[name] = str(values.astype(str).mode().iloc[0])
+        column = summary.get(name, {})
+        if dtype == "string":
+            inputs[name] = str(column["frequent"][0]) if column.get("frequent") else None
         else:
-            median = float(values.astype(float).median())
-            inputs[name] = int(round(median)) if dtype == "int64" else round(median, 4)
-    last = frame.iloc[-1]
+            typical = column.get("median", column.get("mean"))
+            inputs[name] = None if typical is None else (int(round(typical)) if dtype == "int64" else round(typical, 4))
+    last = data.frame.iloc[-1]
     entities = {k: plain_class(last[k]) for k in data.service.keys}
     request = {k: plain_class(last[k]) for k in [*data.service.request, *spec.request_features]}
     return {"inputs": inputs, "entities": entities, **({"request_data": request} if request else {})}
@@ -278,7 +280,7 @@ def train(spec: ModelSpec | str | Path, *, project: Project | str | None = None,
         model = step(evaluate.fit_final, best.family, best.params, X_train, y_train, data.numeric, data.categorical,
                      spec.task, name="refit")
         classes = [plain_class(c) for c in model.classes_] if hasattr(model, "classes_") else None
-        signature = signature_for(spec, data, classes)
+        signature = signature_for(spec, data, classes, profile)
         holdout_metrics = evaluate.evaluate_candidate(model, signature, split.holdout, spec.label, spec.metric)
         production = step(evaluate.evaluate_production, registry, spec.name, spec.promotion.alias, split.holdout,
                           spec.label, spec.metric, signature, name="evaluate-production", retries=2)

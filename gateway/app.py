@@ -31,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway.auth import check_bearer
 from gateway.errors import GatewayError
+from gateway.openapi import model_documents
 from gateway.schemas import (
     ErrorResponse,
     FeedbackRequest,
@@ -195,17 +196,28 @@ def build_app(service: ModelService, *, title: str = "esteira gateway") -> FastA
                   description="Serves registered models over plain JSON and the Open Inference Protocol v2.")
 
     default_openapi = app.openapi
+    documented: dict[str, Any] = {"key": None, "schema": None}
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document, plus the PredictRequest schema the predict routes' ``openapi_extra`` refers to
-        (no route takes it as a body parameter any more, so FastAPI would not list it)."""
+        (no route takes it as a body parameter any more, so FastAPI would not list it), plus one documented
+        path per served model (:mod:`gateway.openapi`), rebuilt when the served versions change."""
         if app.openapi_schema is None:
             schema = default_openapi()
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             if "PredictRequest" not in schemas:
                 schemas["PredictRequest"] = _predict_request_schema()
                 schema["components"]["schemas"] = dict(sorted(schemas.items()))
-        return app.openapi_schema  # type: ignore[return-value]  # set by default_openapi()
+        served = sorted(service.manager.served().values(), key=lambda m: m.name)
+        key = tuple((m.name, m.version) for m in served)
+        if documented["key"] != key:
+            base = app.openapi_schema or {}
+            paths, schemas = model_documents(served)
+            documented["schema"] = {**base, "paths": {**paths, **base.get("paths", {})},
+                                    "components": {**base.get("components", {}), "schemas": dict(sorted(
+                                        {**base.get("components", {}).get("schemas", {}), **schemas}.items()))}}
+            documented["key"] = key
+        return documented["schema"]  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
 

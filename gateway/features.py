@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from gateway.errors import InvalidInput, ModelNotFound, Unavailable
-from gateway.signature import InputSpec, check_value, typed_specs
+from gateway.signature import InputSpec, check_value, input_dtype, typed_specs
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def entity_request(signature: Mapping[str, Any], entities: Sequence[Any], reques
     """
     key_specs = typed_specs(signature.get("entity_keys", []) or [], nullable=False)
     request_specs = typed_specs([*(signature.get("request_fields", []) or []),
-                                 *({"name": n, "dtype": _dtype_of(signature, n)}
+                                 *({"name": n, "dtype": input_dtype(signature, n)}
                                    for n in signature.get("request_features", []) or [])], nullable=False)
     single = len(entities) == 1
     rows = [_typed_row(e, key_specs, "entities" if single else f"entities[{i}]", "entity key")
@@ -152,13 +152,6 @@ def entity_request(signature: Mapping[str, Any], entities: Sequence[Any], reques
         one = _typed_row(request_data, request_specs, "request_data", "request field")
         data = [one] * len(entities)
     return rows, data
-
-
-def _dtype_of(signature: Mapping[str, Any], name: str) -> str:
-    for item in signature.get("inputs", []) or []:
-        if item.get("name") == name:
-            return str(item.get("dtype", "string"))
-    return "string"
 
 
 def features_for(rows: Sequence[Mapping[str, Any]], found: Sequence[bool], feature_names: Sequence[str],

@@ -19,9 +19,9 @@ class PredictRequest(BaseModel):
     """Features inline (``inputs``), or entity keys (``entities``) whose features come from the online store."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"inputs": {"tenure_months": 12, "plan": "basic"}},
-        {"inputs": [{"tenure_months": 12, "plan": "basic"}, {"tenure_months": 3, "plan": "premium"}]},
-        {"entities": {"customer_id": 42}, "request_data": {"days_until_renewal": 5}},
+        {"inputs": {"feature_a": 12, "feature_b": "red"}},
+        {"inputs": [{"feature_a": 12, "feature_b": "red"}, {"feature_a": 3, "feature_b": "blue"}]},
+        {"entities": {"item_id": 42}, "request_data": {"quantity": 5}},
     ]})
 
     inputs: dict[str, Any] | list[dict[str, Any]] | None = Field(

@@ -177,7 +177,7 @@ class ModelService:
             columns = await self._columns_v1(model, body)
             outputs = await self._score(model, columns)
             self._after(model, rid, columns, outputs, shadow=version is None)
-            rows = output_rows(outputs)
+            rows = output_rows(outputs, model.signature.get("classes"))
             result = {"model": model.name, "version": model.version, "request_id": rid, "predictions": rows}
         except GatewayError as exc:
             self._count_error(name, route, exc)
@@ -202,8 +202,11 @@ class ModelService:
                     raise InvalidInput(f"unknown output {out_name!r} (the model gives {sorted(outputs)})",
                                        field=f"outputs[{index}].name")
             self._after(model, rid, columns, outputs, shadow=version is None)
+            classes = model.signature.get("classes")
             result = {"model_name": model.name, "model_version": str(model.version), "id": rid,
-                      "outputs": [v2_output_tensor(out_name, outputs[out_name]) for out_name in wanted]}
+                      "outputs": [v2_output_tensor(out_name, outputs[out_name],
+                                                   classes if out_name == "probabilities" else None)
+                                  for out_name in wanted]}
         except GatewayError as exc:
             self._count_error(name, route, exc)
             raise
@@ -309,10 +312,12 @@ class ModelService:
         model = await self.resolve(name, version)
         versions = sorted({str(m.version) for m in [model, self.manager.current(name)] if m is not None})
         outputs = []
+        classes = model.signature.get("classes") or []
         for item in model.signature.get("outputs", []) or []:
             if "name" in item:
+                per_class = item["name"] == "probabilities" and classes
                 outputs.append({"name": str(item["name"]), "datatype": v2_datatype_for(str(item.get("dtype", ""))),
-                                "shape": [-1]})
+                                "shape": [-1, len(classes)] if per_class else [-1]})
         return {"name": model.name, "versions": versions, "platform": f"esteira-{model.flavor}",
                 "inputs": [{"name": s.name, "datatype": s.v2_datatype, "shape": [-1]} for s in model.specs],
                 "outputs": outputs}
@@ -321,8 +326,15 @@ class ModelService:
         out = {}
         for name, model in sorted(self.manager.served().items()):
             shadow = self.manager.current(name, self.config.shadow_alias) if self.config.shadow_alias else None
-            out[name] = {"version": model.version, "flavor": model.flavor, "feature_service": model.feature_service,
-                         "inputs": [{"name": s.name, "dtype": s.dtype} for s in model.specs],
+            signature = model.signature
+            out[name] = {"version": model.version, "flavor": model.flavor, "task": signature.get("task"),
+                         "feature_service": model.feature_service,
+                         "inputs": [{"name": s.name, "dtype": s.dtype, "nullable": s.nullable} for s in model.specs],
+                         "entity_keys": signature.get("entity_keys", []),
+                         "request_data": [*signature.get("request_fields", []),
+                                          *({"name": n} for n in signature.get("request_features", []))],
+                         "outputs": signature.get("outputs", []),
+                         **({"classes": signature["classes"]} if signature.get("classes") else {}),
                          "shadow_version": shadow.version if shadow else None}
         return {"models": out}
 
@@ -335,13 +347,16 @@ class ModelService:
             raise ModelNotFound(f"model {name!r} is not served", field="name")
         classes = model.signature.get("classes")
         items = body.all_items()
-        if classes:
-            allowed = {_label_key(c) for c in classes}
-            for index, item in enumerate(items):
-                if _label_key(item.label) not in allowed:
-                    where = "label" if body.items is None else f"items[{index}].label"
-                    raise InvalidInput(f"label {item.label!r} is not a class of {name!r} ({sorted(allowed)})",
-                                       field=where)
+        regression = model.signature.get("task") == "regression"
+        allowed = {_label_key(c) for c in classes} if classes else None
+        for index, item in enumerate(items):
+            where = "label" if body.items is None else f"items[{index}].label"
+            if regression and (isinstance(item.label, bool) or not isinstance(item.label, (int, float))):
+                raise InvalidInput(f"label {item.label!r} is not a number ({name!r} is a regression model)",
+                                   field=where)
+            if allowed is not None and _label_key(item.label) not in allowed:
+                raise InvalidInput(f"label {item.label!r} is not a class of {name!r} ({sorted(allowed)})",
+                                   field=where)
         accepted = dropped = 0
         now = self.clock()
         for item in items:

@@ -60,6 +60,14 @@ def input_specs(signature: Mapping[str, Any]) -> tuple[InputSpec, ...]:
     return typed_specs(signature.get("inputs", []) or [])
 
 
+def input_dtype(signature: Mapping[str, Any], name: str) -> str:
+    """The dtype the signature gives input ``name`` (request features are inputs too); ``string`` if absent."""
+    for item in signature.get("inputs", []) or []:
+        if item.get("name") == name:
+            return str(item.get("dtype", "string"))
+    return "string"
+
+
 def typed_specs(items: Sequence[Mapping[str, Any]], *, nullable: bool | None = None) -> tuple[InputSpec, ...]:
     """``[{"name", "dtype", "nullable"}]`` as specs (also for entity keys and request data, never nullable)."""
     specs = []
@@ -240,18 +248,27 @@ def to_python(value: np.ndarray) -> list[Any]:
     return value.tolist()
 
 
-def output_rows(outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """``{output: array}`` -> one dict per row (the plain JSON response shape)."""
+def output_rows(outputs: Mapping[str, np.ndarray], classes: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """``{output: array}`` -> one dict per row (the plain JSON response shape). A multi-class model's
+    ``probabilities`` become ``{class: probability}`` when the classes are known (the signature's)."""
     lists = {name: to_python(array) for name, array in outputs.items()}
+    probabilities = lists.get("probabilities")
+    if probabilities and classes and len(probabilities[0]) == len(classes):
+        keys = [str(c) for c in classes]
+        lists["probabilities"] = [dict(zip(keys, row, strict=True)) for row in probabilities]
     n = len(next(iter(lists.values()))) if lists else 0
     return [{name: values[i] for name, values in lists.items()} for i in range(n)]
 
 
-def v2_output_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
+def v2_output_tensor(name: str, array: np.ndarray, classes: Sequence[Any] | None = None) -> dict[str, Any]:
+    """One v2 output tensor; per-class probabilities (``[N, C]``) name their classes in ``parameters``."""
     kind = array.dtype.kind
     datatype = {"f": "FP64" if array.dtype.itemsize == 8 else "FP32", "i": "INT64" if array.dtype.itemsize == 8
                 else "INT32", "u": "UINT64", "b": "BOOL"}.get(kind, "BYTES")
     data = array.reshape(-1).tolist()
     if datatype == "BYTES":
         data = [str(v) for v in data]
-    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+    tensor = {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+    if classes is not None and array.ndim == 2:
+        tensor["parameters"] = {"classes": list(classes)}
+    return tensor

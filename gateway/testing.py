@@ -29,7 +29,7 @@ PLANS = ("basic", "standard", "premium")
 
 
 def training_frame(n: int = 300, seed: int = 0) -> tuple[Any, np.ndarray]:
-    """A few hundred rows of a churn-like problem (DataFrame, labels)."""
+    """A few hundred rows of a small binary problem (DataFrame, labels)."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)

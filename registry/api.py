@@ -102,8 +102,8 @@ class Registry:
     """Model registry and ML metadata store.
 
     >>> reg = Registry.from_url("sqlite:///.esteira/registry.db")   # doctest: +SKIP
-    >>> mv = reg.register_version("churn", model, signature=sig, metrics={"roc_auc": 0.91})  # doctest: +SKIP
-    >>> reg.promote("churn", mv.version, alias="production", reason="beats v1")  # doctest: +SKIP
+    >>> mv = reg.register_version("fraud", model, signature=sig, metrics={"roc_auc": 0.91})  # doctest: +SKIP
+    >>> reg.promote("fraud", mv.version, alias="production", reason="beats v1")  # doctest: +SKIP
     """
 
     def __init__(self, url: str, artifact_root: str, *, migrate: bool = True) -> None:

@@ -399,3 +399,19 @@ monitoring: {{min_rows: 1000, cooldown_minutes: 30}}
     overridden = monitor(registry, make_frame(400, 8, shift=1.0), spec=spec, policy={"min_rows": 100})
     assert overridden.decision == "retrain"
     assert registry.reports(MODEL)[0].drift["policy"]["cooldown_minutes"] == 30
+
+
+def test_categorical_drift_needs_a_minimum_effect_size() -> None:
+    """On a big window chi-squared calls a shift of a few points of share significant; the Hellinger distance
+    of the shares must also reach ``categorical_min_hellinger``."""
+    reference = profiles.profile_frame(make_frame(20_000, 1)[FEATURES])
+    nudged = profiles.profile_frame(make_frame(20_000, 3, plan_p=(0.47, 0.32, 0.21))[FEATURES])
+    moved = profiles.profile_frame(make_frame(2_000, 3, plan_p=(0.2, 0.3, 0.5))[FEATURES])
+    significant_only = feature_drift(reference, nudged, ["plan"], MonitoringPolicy(categorical_min_hellinger=0.0))
+    small = feature_drift(reference, nudged, ["plan"], MonitoringPolicy())
+    large = feature_drift(reference, moved, ["plan"], MonitoringPolicy())
+    assert significant_only.features["plan"]["pvalue"] < 0.05 and significant_only.drifted == ["plan"]
+    assert small.features["plan"]["effect"] < 0.05 and small.drifted == []
+    assert large.features["plan"]["effect"] > 0.1 and large.drifted == ["plan"]
+    assert profiles.hellinger({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
+    assert profiles.hellinger({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)

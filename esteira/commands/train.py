@@ -13,7 +13,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from esteira.commands.common import DbOption, FlowOption, JsonOption, console, open_registry, print_result, user_errors
+from esteira.commands.common import (
+    DbOption,
+    FlowOption,
+    JsonOption,
+    console,
+    err_console,
+    open_registry,
+    print_result,
+    user_errors,
+)
 
 train_app = typer.Typer(help="Train, check and reproduce models from the project's model specs.",
                         no_args_is_help=True)
@@ -50,8 +59,9 @@ class ProgressReporter:
 
 
 def _progress() -> Progress:
+    """On stderr: stdout carries the result (``--json`` output stays parseable)."""
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+                    TimeElapsedColumn(), console=err_console, transient=False)
 
 
 @train_app.command("run")

@@ -38,7 +38,12 @@ class DriftResult:
 
 
 def is_drifted(score: dict[str, Any], policy: MonitoringPolicy) -> bool:
-    """The policy's verdict on one whylogs score (p-value tests and Hellinger distance differ)."""
+    """The policy's verdict on one score: a significant test *and* an effect large enough to matter.
+
+    KS (numbers) needs its statistic over ``ks_min_statistic``; chi-squared (categories) needs the category
+    shares' Hellinger distance (``effect``) over ``categorical_min_hellinger``: on a window of tens of
+    thousands of rows, either test alone calls the smallest shift significant.
+    """
     statistic = score.get("statistic")
     if score.get("algorithm") == "hellinger":
         return statistic is not None and statistic >= policy.hellinger_threshold
@@ -46,6 +51,8 @@ def is_drifted(score: dict[str, Any], policy: MonitoringPolicy) -> bool:
     if pvalue is None:
         return False
     if score.get("algorithm") == "ks" and (statistic or 0.0) < policy.ks_min_statistic:
+        return False
+    if score.get("algorithm") == "chi-square" and (score.get("effect") or 0.0) < policy.categorical_min_hellinger:
         return False
     return pvalue < policy.pvalue_threshold
 
@@ -67,6 +74,9 @@ def feature_drift(
     scores = profiles.drift_scores(reference, target, columns=wanted, hellinger=hellinger)
     if wanted is None:
         scores = {name: score for name, score in scores.items() if name not in policy.ignore}
+    categorical = [name for name, score in scores.items() if score.get("algorithm") == "chi-square"]
+    for name, distance in profiles.category_distances(reference, target, categorical).items():
+        scores[name] = {**scores[name], "effect": distance}
     result = {name: {**score, "drifted": is_drifted(score, policy)} for name, score in sorted(scores.items())}
     unscored = sorted(set(wanted or ()) - set(result))
     return DriftResult(features=result, unscored=unscored)

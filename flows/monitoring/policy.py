@@ -41,6 +41,14 @@ class MonitoringPolicy(BaseModel):
         le=1,
         description="Also require a KS statistic this large: on big windows tiny shifts are 'significant'.",
     )
+    categorical_min_hellinger: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Also require the category shares to differ by this Hellinger distance: the chi-squared test "
+        "alone calls any shift of shares drift on a big window. Hellinger: bounded 0..1, symmetric, no smoothing "
+        "for a category absent on one side (PSI is infinite there), independent of the two sample sizes.",
+    )
     hellinger_threshold: float = Field(
         default=0.4, gt=0, le=1, description="Hellinger distance at or above which a feature has drifted."
     )

@@ -1,0 +1,1 @@
+# A package, so that no module named `features` elsewhere on sys.path can shadow this folder.
