@@ -1,59 +1,80 @@
 """Benchmark of the feature store path: generation, materialization, point-in-time joins, online reads.
 
-Run: ``uv run python bench/bench_features.py [--sizes 100000 1000000]``. Each size gets a fresh
-temporary ``ESTEIRA_HOME``; "rows" are activity rows (customers x 30 days), the entity frame is
-the label source (4 labels per customer). The ratio line shows how cost grows with size: a
-rows/s ratio near 1.0 means linear cost.
+Run: ``uv run python bench/bench_features.py [--sizes 100000 1000000]``. Each size gets a fresh copy of
+the churn example project (``examples/churn``) in a temporary folder, pointed at with
+``ESTEIRA_PROJECT`` (its state in the copy's ``.esteira``); the data is made by the copy's own
+generator. "rows" are activity rows (customers x 30 days), the entity frame is the label source (4
+labels per customer). "open + apply" is opening the store and syncing the project's definitions into
+Feast's registry. The ratio line shows how cost grows with size: a rows/s ratio near 1.0 means linear
+cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.settings import Settings
-from feature_repo import store as st
-from feature_repo.definitions import ENTITY_KEY, FEATURE_SERVICE
-from feature_repo.generator import generate_batch, load_labels
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from baselines.common import churn_project
+from core.project import Project
+from core.settings import get_settings
+from feature_repo.materialize import materialize
+from feature_repo.offline import training_frame
+from feature_repo.online import online_features
+from feature_repo.store import clear_store_cache, open_store
+from feature_repo.sync import sync
 
 HISTORY_DAYS = 30
+FEATURE_SERVICE = "churn_v1"  # the churn example's feature service (features/churn.py)
+REQUEST = {"days_until_renewal": 5}  # its on-demand view's request field
 
 
-def bench_size(rows: int, home: Path) -> dict[str, Any]:
-    settings = Settings(home=home)
+def bench_size(rows: int, tmp: Path) -> dict[str, Any]:
+    root, generator = churn_project(tmp / "churn")
+    os.environ["ESTEIRA_PROJECT"] = str(root)  # settings are read once per process: re-read for this copy
+    get_settings.cache_clear()
+    clear_store_cache()
+    project = Project(root)
+    data_dir = root / "data"  # where the copy's feature sources point
+    entity_key = generator.ENTITY_KEY
     n_customers = max(1, rows // HISTORY_DAYS)
     now = datetime.now(UTC)
     t0 = time.perf_counter()
-    info = generate_batch(st.data_dir(settings), n_customers=n_customers, history_days=HISTORY_DAYS, now=now)
+    info = generator.generate_batch(data_dir, n_customers=n_customers, history_days=HISTORY_DAYS, now=now)
     gen_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    store = st.open_store(settings)
+    store = open_store(project)
+    sync(store, project)
     open_s = time.perf_counter() - t0
 
-    report = st.materialize(store, now)
+    report = materialize(store, now)
 
-    labels = load_labels(st.data_dir(settings))
+    labels = generator.load_labels(data_dir)
     t0 = time.perf_counter()
-    frame = st.training_frame(store, FEATURE_SERVICE, labels)
+    frame = training_frame(store, FEATURE_SERVICE, labels, timestamp=generator.TIMESTAMP)
     pit_s = time.perf_counter() - t0
     assert len(frame) == len(labels)
 
     one, hundred = [], []
-    ids = labels[ENTITY_KEY].drop_duplicates().tolist()
+    ids = labels[entity_key].drop_duplicates().tolist()
     for i in range(200):
         t0 = time.perf_counter()
-        st.online_features(store, FEATURE_SERVICE, [{ENTITY_KEY: ids[i % len(ids)]}], {"days_until_renewal": 5})
+        online_features(store, FEATURE_SERVICE, [{entity_key: ids[i % len(ids)]}], REQUEST)
         one.append(time.perf_counter() - t0)
-    batch = [{ENTITY_KEY: c} for c in ids[:100]]
+    batch = [{entity_key: c} for c in ids[:100]]
     for _ in range(20):
         t0 = time.perf_counter()
-        st.online_features(store, FEATURE_SERVICE, batch, {"days_until_renewal": 5})
+        online_features(store, FEATURE_SERVICE, batch, REQUEST)
         hundred.append(time.perf_counter() - t0)
     return {
         "activity_rows": info.activity_rows,
@@ -80,8 +101,8 @@ def main() -> None:
     results = []
     for rows in args.sizes:
         with tempfile.TemporaryDirectory(prefix="esteira-bench-") as tmp:
-            st.clear_store_cache()
             r = bench_size(rows, Path(tmp))
+            clear_store_cache()
             results.append(r)
             print(
                 f"{r['activity_rows']:>9,} activity rows ({r['customers']:,} customers): "

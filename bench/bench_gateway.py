@@ -8,19 +8,20 @@ and concurrency (1 and 32) the closed-loop generator in ``bench/loadgen.py`` run
 
 Servers and payloads:
 
-* ``gateway v1``: ``esteira serve`` (gateway.cli.serve_command: local Ray, one replica, proxy on a free
-  port) ``POST /v1/models/{name}/predict`` with ``{"inputs": [{f0..f19}]}``.
+* ``gateway v1``: ``esteira serve`` (esteira.commands.serve.serve_command: local Ray, its default replicas,
+  HAProxy ingress on a free port) ``POST /v1/models/{name}/predict`` with ``{"inputs": [{f0..f19}]}``.
 * ``gateway v2`` (``--with-v2``): ``POST /v2/models/{name}/infer``, one ``[1, 20]`` FP64 tensor.
 * ``floor``: ``bench/baselines/fastapi_app.py``, same route, same body, same response shape.
 * ``mlflow dataframe_split``: ``mlflow models serve`` of the named model with a column signature.
 * ``mlflow instances``: ``mlflow models serve`` of the array-fitted model with a tensor signature (the
   only signature ``instances`` lists pass; MLflow's fastest path).
-* ``entity`` (entity keys): the churn domain is generated and materialized and the churn model trained by
-  the real flows (``esteira materialize --generate``, ``esteira train run --sequential``, 5,000 customers);
-  then ``gateway entity-key`` posts ``{"entities": {"customer_id": ...}, "request_data": {...}}`` and the
-  gateway reads feature service ``churn_v1`` from the Feast online store (SQLite), on-demand features
-  included, and ``floor entity-key`` is the same bare FastAPI app reading the same service with Feast's
-  ``get_online_features`` inline. MLflow has no feature-store lookup, so it has no entity-key point.
+* ``entity`` (entity keys): the churn example project (``examples/churn``) is copied into the work dir,
+  its own generator writes 5,000 customers, and the real flows run on the copy (``ESTEIRA_PROJECT`` set):
+  ``esteira materialize`` then ``esteira train run churn --sequential``; then ``gateway entity-key`` posts
+  ``{"entities": {"customer_id": ...}, "request_data": {...}}`` and the gateway reads feature service
+  ``churn_v1`` from the project's Feast online store (SQLite), on-demand features included, and ``floor
+  entity-key`` is the same bare FastAPI app reading the same service with Feast's ``get_online_features``
+  inline. MLflow has no feature-store lookup, so it has no entity-key point.
 
 Targets (issue 4): at concurrency 32, gateway v1 requests/s >= 1.2x the faster MLflow format and >=
 1.0x the floor, and gateway p99 <= the floor's p99; at concurrency 1, gateway p50 within 2 ms of the

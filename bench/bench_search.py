@@ -10,17 +10,22 @@ Same machine, same run, same data and trials (the spec's, k-fold CV each). Print
 * overhead per trial on Ray: wall time beyond perfect parallelism, divided by trials per slot,
   measured with near-empty trials so the fit time does not hide it.
 
-Data: the example churn domain generated into a temporary ESTEIRA_HOME and joined through Feast,
-exactly as the train flow does (the join is outside the timed part).
+Data: the churn example project (``examples/churn``) copied into a temporary folder and pointed at with
+``ESTEIRA_PROJECT``, its data made by the copy's own generator, the spec's label source joined through
+Feast exactly as the train flow does (definitions applied first; the join is outside the timed part).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
@@ -33,27 +38,32 @@ def main() -> None:
                              "(robust to other load on a shared machine).")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="esteira-bench-"))
-    os.environ["ESTEIRA_HOME"] = str(home)
+    tmp = Path(tempfile.mkdtemp(prefix="esteira-bench-"))
+    from baselines.common import churn_project
+
+    root, generator = churn_project(tmp / "churn")  # never written in place: a copy of examples/churn
+    os.environ["ESTEIRA_PROJECT"] = str(root)  # before any setting is read (its state: <copy>/.esteira)
     os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "1")
 
     import numpy as np
     import ray
 
+    from core.project import Project
     from core.ray_runtime import ensure_ray
-    from feature_repo.generator import generate_batch, load_labels
-    from feature_repo.store import data_dir
     from flows.features import FeastFetcher
     from flows.search import CVSettings, TrialConfig, run_on_ray, run_sequential, trial_configs
-    from flows.train import fetch_training_set, resolve_spec
+    from flows.spec import resolve_spec
+    from flows.tasks import label_values
+    from flows.train import fetch_training_set
 
     load0 = os.getloadavg()
-    spec = resolve_spec(args.spec)
-    generate_batch(data_dir(), n_customers=args.customers, labels_per_customer=4, seed=1)
-    data = fetch_training_set(spec, FeastFetcher(), load_labels())
-    X, y = data.frame[list(data.schema)], data.frame[spec.label].to_numpy().astype(np.int64)
-    configs = trial_configs(spec.trial_configs(), spec.seed)
-    settings = CVSettings(spec.metric, spec.cv.folds, spec.cv.strategy, spec.seed, tuple(data.numeric),
+    project = Project(root)
+    spec = resolve_spec(args.spec, project)
+    generator.generate_batch(root / "data", n_customers=args.customers, labels_per_customer=4, seed=1)
+    data = fetch_training_set(spec, FeastFetcher(project, apply=True), project)
+    X, y = data.frame[list(data.schema)], label_values(spec.task, data.frame[spec.label].to_numpy())
+    configs = trial_configs(spec.trial_configs(), spec.seed, spec.task)
+    settings = CVSettings(spec.task, spec.metric, spec.cv.folds, spec.cv.strategy, spec.seed, tuple(data.numeric),
                           tuple(data.categorical))
     print(f"data: {len(X)} rows x {X.shape[1]} features; {len(configs)} trials x {spec.cv.folds}-fold CV; "
           f"{args.cpus} CPUs")
@@ -82,7 +92,7 @@ def main() -> None:
     if len(set(tiny_y)) < 2:
         tiny_y = np.arange(60) % 2
     tiny = [TrialConfig(i, "logistic_regression", {"C": 1.0, "max_iter": 50}) for i in range(40)]
-    tiny_settings = CVSettings("roc_auc", 2, "stratified", 0, settings.numeric, settings.categorical)
+    tiny_settings = CVSettings("binary", "roc_auc", 2, "stratified", 0, settings.numeric, settings.categorical)
     t0 = time.perf_counter()
     run_sequential(tiny, tiny_X, tiny_y, tiny_settings)
     t_tiny_seq = time.perf_counter() - t0

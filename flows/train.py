@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
 from prefect import flow
 
@@ -122,8 +121,14 @@ def request_example(spec: ModelSpec, data: TrainingSet, profile: bytes | None) -
             typical = column.get("median", column.get("mean"))
             inputs[name] = None if typical is None else (int(round(typical)) if dtype == "int64" else round(typical, 4))
     last = data.frame.iloc[-1]
-    entities = {k: plain_class(last[k]) for k in data.service.keys}
-    request = {k: plain_class(last[k]) for k in [*data.service.request, *spec.request_features]}
+    dtypes = {**data.service.keys, **data.service.request, **data.schema}
+
+    def typed(name: str) -> Any:
+        value = plain_class(last[name])
+        return int(value) if dtypes.get(name) == "int64" and isinstance(value, float) and value.is_integer() else value
+
+    entities = {k: typed(k) for k in data.service.keys}
+    request = {k: typed(k) for k in [*data.service.request, *spec.request_features]}
     return {"inputs": inputs, "entities": entities, **({"request_data": request} if request else {})}
 
 

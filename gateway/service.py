@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,13 @@ from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRec
 from gateway.metrics import GatewayMetrics
 from gateway.models import LoadedModel, ModelManager
 from gateway.schemas import FeedbackRequest, InferRequest, PredictRequest
-from gateway.signature import output_rows, rows_to_columns, tensors_to_columns, v2_datatype_for, v2_output_tensor
+from gateway.signature import (
+    output_rows,
+    rows_to_columns,
+    tensors_to_columns,
+    v2_datatype_for,
+    v2_output_tensor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,16 @@ class ModelService:
         self.batcher = MicroBatcher(config.batch_max_rows) if config.batch_max_rows > 1 else None
         # Set by the Ray Serve deployment, whose process this is; never in someone else's process (tests, tools).
         self.freeze_gc_after_start = False
+
+    @property
+    def project_root(self) -> str | None:
+        """The project this replica reads Feast's configuration from (a shipped copy on a remote cluster)."""
+        if self.config.project:
+            return str(Path(self.config.project).expanduser().resolve())
+        from core.settings import get_settings
+
+        project = get_settings().project
+        return str(project) if project else None
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> ModelService:
@@ -144,6 +161,7 @@ class ModelService:
         ready = bool(served) and not missing if expected else ever_reached
         status["ready"] = ready
         status["status"] = "ok" if ready and status["registry"]["ok"] else ("degraded" if ready else "not_ready")
+        status["project"] = self.project_root
         if missing:
             status["missing"] = missing
         return ready, status

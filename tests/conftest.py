@@ -33,7 +33,6 @@ def _port_open(host: str, port: int) -> bool:
 def esteira_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh embedded data folder, with the settings cache cleared before and after."""
     from core.settings import get_settings
-
     from feature_repo.store import clear_store_cache
 
     home = tmp_path / "esteira-home"

@@ -75,3 +75,32 @@ def test_bad_input_is_one_line_and_changes_nothing(populated: Registry, args: tu
 def test_unreachable_database(tmp_path: Path, esteira_home: Path) -> None:
     result = invoke("models", "list", "--database-url", "postgresql://nobody@127.0.0.1:1/x?connect_timeout=2")
     assert result.exit_code == 1 and "unreachable" in result.stderr
+
+
+def test_init_makes_a_project_and_refuses_to_overwrite_one(tmp_path: Path) -> None:
+    created = invoke("init", str(tmp_path / "My Shop"))
+    assert created.exit_code == 0, created.stderr
+    root = tmp_path / "My Shop"
+    assert (root / "feature_store.yaml").read_text().count("project: my_shop") == 1
+    assert (root / "specs" / "my_shop.yaml").is_file() and (root / "data" / "labels.parquet").is_file()
+    assert "my_shop_v1" in (root / "features" / "items.py").read_text()
+    again = invoke("init", str(root))
+    assert again.exit_code == 1 and "already a project" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_commands_that_need_a_project_say_how_to_give_one(tmp_path: Path, esteira_home: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # not a project folder
+    result = invoke("features", "plan")
+    assert result.exit_code == 1 and "no project" in result.stderr and "--project" in result.stderr
+    result = invoke("--project", str(tmp_path), "train", "run", "anything")
+    assert result.exit_code == 1 and "is not an esteira project" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_spec_names_the_ones_there_are(churn_project: Path) -> None:
+    result = invoke("train", "check-spec", "nope")
+    assert result.exit_code == 1 and "no model spec 'nope'" in result.stderr and "churn" in result.stderr
+    listed = invoke("train", "check-spec", "churn")
+    assert listed.exit_code == 0 and "11 trials" in listed.stdout

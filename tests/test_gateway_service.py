@@ -18,12 +18,18 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from core.inference_log import read_window
 from gateway.app import build_app
 from gateway.config import GatewayConfig
-from core.inference_log import read_window
 from gateway.inference_log import InferenceLogger, PredictionRecord
 from gateway.service import ModelService
-from gateway.testing import SIGNATURE_MIXED, SIGNATURE_NUMERIC, example_row, mixed_classifier, numeric_classifier
+from gateway.testing import (
+    SIGNATURE_MIXED,
+    SIGNATURE_NUMERIC,
+    example_row,
+    mixed_classifier,
+    numeric_classifier,
+)
 
 ROW = example_row()
 
@@ -333,8 +339,8 @@ def test_failing_log_storage_never_fails_a_prediction(churn: Any, esteira_home: 
 
 
 def test_logger_writes_profiles_per_window(tmp_path: Path) -> None:
-    from core.profiles import profile_summary
     from core.inference_log import read_profile
+    from core.profiles import profile_summary
 
     logger = InferenceLogger(str(tmp_path), profile_window_s=60)
     for i in range(20):
@@ -378,8 +384,8 @@ def test_log_frame_keeps_multi_class_probabilities_as_one_list_per_row() -> None
 
 def test_profiles_come_from_a_child_process_that_is_replaced_if_it_dies(tmp_path: Path) -> None:
     """What the gateway runs: whylogs works in a child process, never in the replica holding the GIL."""
-    from core.profiles import profile_summary
     from core.inference_log import read_profile
+    from core.profiles import profile_summary
 
     def log_rows(start: int, n: int) -> None:
         for i in range(start, start + n):

@@ -106,11 +106,18 @@ def esteira(project: Path, env: dict[str, str], *args: str, timeout: float = 300
 
 
 def test_a_project_of_its_own_from_init_to_retraining(tmp_path: Path) -> None:
-    before = subprocess.run(["git", "-C", str(ESTEIRA_ROOT), "status", "--porcelain"], capture_output=True,
-                            text=True, check=False).stdout
+    esteira_files = ["status", "--porcelain", "--", "core", "registry", "feature_repo", "flows", "gateway", "esteira",
+                     "deployments.yaml", "pyproject.toml"]
+    before = subprocess.run(["git", "-C", str(ESTEIRA_ROOT), *esteira_files], capture_output=True, text=True,
+                            check=False).stdout
     project = tmp_path / "plant"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ESTEIRA_", "PREFECT_API", "RAY_ADDRESS"))}
     env.update({"COLUMNS": "200", "ESTEIRA_GATEWAY_PORT": str(free_port()), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
+    # As on a cluster: the gateway's replicas get the project as Ray ships code (the folder uploaded as their
+    # working directory, without .esteira/ and data/), and reach the stores through shared locations.
+    home = project / ".esteira"
+    env.update({"ESTEIRA_RAY_SHIP_PROJECT": "always", "ESTEIRA_HOME": str(home),
+                "ESTEIRA_FEAST_REGISTRY": str(home / "feast" / "registry.db"), "ESTEIRA_FEAST_ONLINE_STORE": "sqlite"})
 
     esteira(tmp_path, env, "init", "plant")
     assert (project / "feature_store.yaml").is_file() and (project / "specs" / "plant.yaml").is_file()
@@ -164,6 +171,8 @@ def test_a_project_of_its_own_from_init_to_retraining(tmp_path: Path) -> None:
         assert unknown.status_code == 404 and "machine_id=4000" in unknown.json()["error"]
         docs = httpx.get(f"{url}/openapi.json", timeout=30).json()
         assert "/v1/models/failure_mode/predict" in docs["paths"]
+        replica_project = httpx.get(f"{url}/v2/health/ready", timeout=30).json()["project"]
+        assert replica_project != str(project) and "working_dir" in replica_project  # Ray's unpacked copy
     finally:
         server.terminate()
         try:
@@ -197,6 +206,6 @@ def test_a_project_of_its_own_from_init_to_retraining(tmp_path: Path) -> None:
     assert retrain_run.summary["window"]["end"] > (now - timedelta(minutes=5)).isoformat()
     assert versions[0].training_set_sha256 != versions[1].training_set_sha256  # fresh data, not the same rows
 
-    after = subprocess.run(["git", "-C", str(ESTEIRA_ROOT), "status", "--porcelain"], capture_output=True,
-                           text=True, check=False).stdout
+    after = subprocess.run(["git", "-C", str(ESTEIRA_ROOT), *esteira_files], capture_output=True, text=True,
+                           check=False).stdout
     assert after == before, "the project's life wrote into esteira's own folder"

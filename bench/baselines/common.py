@@ -5,6 +5,10 @@ The model: ``HistGradientBoostingClassifier`` on 20 float features, trained on s
 columns ``f0..f19`` (what the gateway's signature describes), "array" on the bare numpy array (for
 MLflow's tensor-signature ``instances`` path). Both go through esteira's registry (skops format) in a
 temporary ``ESTEIRA_HOME``; every baseline serves the very artifact the registry stored.
+
+The churn example (entity-key points, and the feature and search benchmarks) is a project: it is copied
+from ``examples/churn`` into a temporary folder (never written in place), its data made by its own
+generator, and esteira pointed at the copy with ``ESTEIRA_PROJECT``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
@@ -33,6 +38,8 @@ SIGNATURE = {
     "outputs": [{"name": "label", "dtype": "int64"}, {"name": "probability", "dtype": "float64"}],
 }
 SEED = 20240611
+CHURN_EXAMPLE = "churn"
+CHURN_SPEC = "churn"
 
 
 def dataset(n: int = 10_000, seed: int = SEED) -> tuple[Any, Any]:
@@ -123,51 +130,73 @@ def build_registry(home: Path, *, hot_swap_versions: int = 0) -> BenchRegistry:
     return BenchRegistry(home=home, url=url, artifact_root=root, versions=versions, artifact_paths=paths)
 
 
+def churn_project(dest: Path) -> tuple[Path, ModuleType]:
+    """``examples/churn`` copied to ``dest`` (no data, no local state) and the copy's own ``generator`` module.
+
+    The copy and the import are the tests' (``tests.projects``): benchmarks never write into ``examples/``.
+    """
+    from tests.projects import copy_example, project_module
+
+    root = copy_example(CHURN_EXAMPLE, dest)
+    return root, project_module(root, "generator")
+
+
 @dataclass
 class ChurnBench(BenchRegistry):
     """The churn model the training flow registered over a materialized Feast store (entity-key points)."""
 
+    project: Path | None = None
     model: str = "churn"
     feature_service: str = ""
     input_names: tuple[str, ...] = ()
     family: str = ""
     customer_id: int = 0
 
+    def env(self) -> dict[str, str]:
+        return {**super().env(), **({"ESTEIRA_PROJECT": str(self.project)} if self.project else {})}
 
-def build_churn_home(home: Path, *, customers: int = 5_000, log_dir: Path) -> ChurnBench:
-    """``esteira materialize --generate`` then ``esteira train run --sequential`` in ``home``: the real flows.
 
-    Run as subprocesses with ``ESTEIRA_HOME`` set (settings are process-wide), logging to ``log_dir``.
+def build_churn_home(work: Path, *, customers: int = 5_000, log_dir: Path) -> ChurnBench:
+    """The churn example's model made the way a user makes it, with the real flows.
+
+    ``examples/churn`` is copied to ``work/project``, its own generator writes ``customers`` customers of
+    history into the copy's ``data/``, then ``esteira materialize`` (apply + online store load) and
+    ``esteira train run churn --sequential`` run as subprocesses with ``ESTEIRA_PROJECT`` set to the copy
+    (settings are process-wide); the state is the project's own ``.esteira``. Logs go to ``log_dir``.
     """
-    from feature_repo.generator import FIRST_CUSTOMER_ID
     from registry import Registry
 
+    root, generator = churn_project(work / "project")
+    generator.generate_batch(root / "data", n_customers=customers)
+    home = root / ".esteira"
     home.mkdir(parents=True, exist_ok=True)
-    url, root = f"sqlite:///{home / 'registry.db'}", str(home / "artifacts")
-    env = {**os.environ, "ESTEIRA_HOME": str(home), "ESTEIRA_DATABASE_URL": url, "ESTEIRA_ARTIFACT_ROOT": root,
-           "PYTHONWARNINGS": "ignore", "WHYLOGS_NO_ANALYTICS": "1"}
+    url, artifacts = f"sqlite:///{home / 'registry.db'}", str(home / "artifacts")
+    env = {**os.environ, "ESTEIRA_PROJECT": str(root), "ESTEIRA_HOME": str(home), "ESTEIRA_DATABASE_URL": url,
+           "ESTEIRA_ARTIFACT_ROOT": artifacts, "PYTHONWARNINGS": "ignore", "WHYLOGS_NO_ANALYTICS": "1"}
     log_dir.mkdir(parents=True, exist_ok=True)
-    for step, args in (("materialize", ["materialize", "--generate", "--customers", str(customers)]),
-                       ("train", ["train", "run", "churn", "--sequential"])):
+    for step, args in (("materialize", ["materialize"]),
+                       ("train", ["train", "run", CHURN_SPEC, "--sequential"])):
         with open(log_dir / f"churn-{step}.log", "wb") as log:
             done = subprocess.run([python_exe(), "-m", "esteira.cli", *args], cwd=REPO_DIR, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, timeout=900)
         if done.returncode:
             raise RuntimeError(f"esteira {step} failed; see {log_dir / f'churn-{step}.log'}")
-    reg = Registry.from_url(url, root)
+    reg = Registry.from_url(url, artifacts)
     try:
-        mv = reg.get_by_alias("churn", "production")
+        mv = reg.get_by_alias(CHURN_SPEC, "production")
         inputs = tuple(col["name"] for col in mv.signature["inputs"])
-        return ChurnBench(home=home, url=url, artifact_root=root, versions={"v1": mv.version},
-                          artifact_paths={"v1": _local_path(mv.artifact_uri)}, feature_service=mv.feature_service,
-                          input_names=inputs, family=str((mv.params or {}).get("family", "")),
-                          customer_id=FIRST_CUSTOMER_ID + 17)
+        return ChurnBench(home=home, url=url, artifact_root=artifacts, versions={"v1": mv.version},
+                          artifact_paths={"v1": _local_path(mv.artifact_uri)}, project=root, model=CHURN_SPEC,
+                          feature_service=mv.feature_service, input_names=inputs,
+                          family=str((mv.params or {}).get("family", "")),
+                          customer_id=generator.FIRST_CUSTOMER_ID + 17)
     finally:
         reg.close()
 
 
 def body_entity(churn: ChurnBench, days_until_renewal: int = 12) -> dict[str, Any]:
-    """The gateway's entity-key body: keys only, plus the request-time field the on-demand view needs."""
+    """The gateway's entity-key body: keys only, plus the request-time field the on-demand view needs
+    (``customer_id`` and ``days_until_renewal``: the churn example's join key and request field)."""
     return {"entities": {"customer_id": churn.customer_id}, "request_data": {"days_until_renewal": days_until_renewal}}
 
 
@@ -268,7 +297,7 @@ def python_exe() -> str:
 
 _GATEWAY_LAUNCH = r'''
 import inspect, json, sys
-from gateway.cli import serve_command
+from esteira.commands.serve import serve_command
 wanted = json.loads(sys.argv[1])
 accepted = inspect.signature(serve_command).parameters
 ignored = sorted(set(wanted) - set(accepted))
@@ -279,7 +308,8 @@ serve_command(**{k: v for k, v in wanted.items() if k in accepted})
 
 
 def gateway_command(port: int, model: str = MODEL_NAME, **options: object) -> list[str]:
-    """``esteira serve`` as a process (gateway.cli.serve_command) on local Ray, serving this model only.
+    """``esteira serve`` as a process (esteira.commands.serve.serve_command: HAProxy ingress, always on) on
+    local Ray, serving this model only.
 
     Anything not given (replicas, proxy mode...) is the command's own default: what ``esteira serve`` ships.
     Options ``serve_command`` does not take (its signature moves while it is written) are dropped, said so.

@@ -13,8 +13,9 @@ requests/s at concurrency 32 with arrays). Ray Serve gives each replica ``OMP_NU
 
 Entity keys (``--feature-service churn_v1``): the route takes the gateway's entity-key body
 (``{"entities": {...}, "request_data": {...}}``), reads the feature service from the Feast online store
-of ``$ESTEIRA_HOME`` with Feast's own ``get_online_features`` (inline, as a bare app would), builds the
-one-row DataFrame the pipeline was fitted on and scores it. No 404 for an unknown entity, no checks.
+of the project ``$ESTEIRA_PROJECT`` (its ``feature_store.yaml`` with esteira's overrides, the stores the
+gateway reads) with Feast's own ``get_online_features`` (inline, as a bare app would), builds the one-row
+DataFrame the pipeline was fitted on and scores it. No 404 for an unknown entity, no checks.
 
     uv run python bench/baselines/fastapi_app.py --artifact PATH --name bench-hgb --version 1 --port 8010
 """
@@ -104,12 +105,14 @@ def build_app(args: argparse.Namespace):
 
 
 def _feast_lookup(feature_service: str):
-    """Entity rows in, feature rows out, through Feast's public API and the esteira settings' store."""
+    """Entity rows in, feature rows out, through Feast's public API on the current project's stores."""
     from feast import FeatureStore
 
-    from feature_repo.store import repo_config
+    from core.project import current_project
+    from feature_repo.config import repo_config
 
-    store = FeatureStore(config=repo_config())
+    project = current_project()  # ESTEIRA_PROJECT
+    store = FeatureStore(repo_path=str(project.root), config=repo_config(project))
     service = store.get_feature_service(feature_service)
 
     def lookup(entities: dict | list, request_data: dict | None) -> list[dict]:

@@ -7,10 +7,18 @@ what it is doing as it does it: each stage, then a bar of trials done with the b
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from esteira.commands.common import (
@@ -30,38 +38,51 @@ score_app = typer.Typer(help="Score entities in batch with a registered model.",
 
 
 class ProgressReporter:
-    """A :class:`flows.reporting.Reporter` for a terminal: a line per stage, a live bar for the search."""
+    """A :class:`flows.reporting.Reporter` for a person at a terminal: one line per stage as it starts, then a
+    live bar of trials done with the best score so far (a line per tenth of the trials when the output is
+    not a terminal, as in CI logs). It writes to stderr: stdout carries the result (``--json`` stays clean).
+    """
 
-    def __init__(self, bar: Progress) -> None:
+    def __init__(self) -> None:
         from flows.reporting import LogReporter
 
         self._log = LogReporter()
-        self.bar = bar
-        self._trials: Any = None
-        self._stage: Any = None
+        self._started = time.monotonic()
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._shown = -1
+
+    def _line(self, text: str) -> None:
+        err_console.print(f"[dim]{time.monotonic() - self._started:6.1f}s[/] {text}", highlight=False)
 
     def stage(self, key: str, description: str) -> None:
-        if self._stage is not None:
-            self.bar.update(self._stage, completed=1, total=1)
-        done = key == "register"  # the last stage is a result, not work in progress
-        self._stage = self.bar.add_task(description, total=1 if done else None, completed=1 if done else 0)
+        self.close()
+        self._line(description)
 
     def progress(self, key: str, done: int, total: int, description: str = "") -> None:
-        if self._trials is None:
-            self._trials = self.bar.add_task(description or key, total=total)
-        self.bar.update(self._trials, completed=done, total=total, description=description or key)
+        if not err_console.is_terminal:
+            tenth = done * 10 // max(total, 1)
+            if tenth != self._shown:
+                self._shown = tenth
+                self._line(description or f"{done}/{total}")
+            return
+        if self._bar is None:
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=err_console)
+            self._bar.start()
+            self._task = self._bar.add_task(description, total=total)
+        self._bar.update(self._task, completed=done, total=total, description=description or key)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     def markdown(self, key: str, text: str, description: str = "") -> None:
         self._log.markdown(key, text, description)
 
     def table(self, key: str, rows: list[dict[str, Any]], description: str = "") -> None:
         self._log.table(key, rows, description)
-
-
-def _progress() -> Progress:
-    """On stderr: stdout carries the result (``--json`` output stays parseable)."""
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err_console, transient=False)
 
 
 @train_app.command("run")
@@ -82,12 +103,12 @@ def run(
             from flows.train import train
 
             registry = open_registry(database_url)
+            reporter = ProgressReporter()
             try:
-                with _progress() as bar:
-                    reporter = ProgressReporter(bar)
-                    result = train(spec, registry=registry, parallel=not sequential, actor="cli",
-                                   reporter=reporter).to_dict()  # type: ignore[arg-type]
+                result = train(spec, registry=registry, parallel=not sequential, actor="cli",
+                               reporter=reporter).to_dict()  # type: ignore[arg-type]
             finally:
+                reporter.close()
                 registry.close()
     print_result(result, as_json, f"{result['model_name']} v{result['version']} -> {result['alias']}")
 

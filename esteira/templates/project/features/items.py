@@ -35,4 +35,4 @@ item_stats = FeatureView(
     online=True,
 )
 
-{service} = FeatureService(name="{service}", features=[item_stats])
+feature_service = FeatureService(name="{service}", features=[item_stats])
