@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,25 @@ def use_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ESTEIRA_PROJECT", str(root))
     get_settings.cache_clear()
     clear_store_cache()
+
+
+class FrameFetcher:
+    """A feature fetcher over one in-memory frame of features by key, for tests of what comes after the join
+    (training, monitoring): the point-in-time join itself is tested on real Feast in test_features."""
+
+    def __init__(self, features: Any, schema: dict[str, str], key: str, key_dtype: str = "int64") -> None:
+        self.features, self._schema, self._key, self._key_dtype = features, schema, key, key_dtype
+
+    def schema(self, feature_service: str) -> dict[str, str]:
+        return dict(self._schema)
+
+    def service(self, feature_service: str) -> Any:
+        from flows.features import ServiceInfo
+
+        return ServiceInfo(keys={self._key: self._key_dtype}, request={})
+
+    def historical(self, feature_service: str, entity_df: Any, timestamp: str) -> Any:
+        return entity_df.merge(self.features, on=self._key, how="left")
+
+    def online(self, feature_service: str, entity_rows: Any) -> Any:
+        raise NotImplementedError("in-memory fetcher: no online store")

@@ -6,7 +6,6 @@ in-memory feature fetcher and sequential trials, so it needs neither Feast nor R
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.features import ServiceInfo
 from flows.retrain import retrain, run_retrain
 from registry.models import MonitoringReport
+from tests.projects import FrameFetcher
 from tests.test_monitor import make_frame
 
 MODEL = "churn-rt"
@@ -39,23 +38,8 @@ promotion: {{min_improvement: 0.0}}
 """
 
 
-class FrameFetcher:
-    """Features by entity key from one frame; the point-in-time join is not what is under test here."""
-
-    def __init__(self, features: pd.DataFrame) -> None:
-        self.features = features
-
-    def schema(self, feature_service: str) -> dict[str, str]:
-        return dict(SCHEMA)
-
-    def service(self, feature_service: str) -> ServiceInfo:
-        return ServiceInfo(keys={"customer_id": "int64"}, request={})
-
-    def historical(self, feature_service: str, entity_df: pd.DataFrame, timestamp: str) -> pd.DataFrame:
-        return entity_df.merge(self.features, on="customer_id", how="left")
-
-    def online(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-        raise NotImplementedError
+def fetcher_of(features: pd.DataFrame) -> FrameFetcher:
+    return FrameFetcher(features, SCHEMA, "customer_id")
 
 
 def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -101,7 +85,7 @@ def test_retrain_trains_promotes_and_annotates_the_report(registry: Any, spec_fi
         report_id=report.id,
         spec=spec_file,
         registry=registry,
-        fetcher=FrameFetcher(features),
+        fetcher=fetcher_of(features),
         entities=entities,
         parallel=False,
     )
@@ -121,7 +105,7 @@ def test_garbage_data_stops_at_validation_and_production_is_untouched(registry: 
         MODEL,
         spec=spec_file,
         registry=registry,
-        fetcher=FrameFetcher(features),
+        fetcher=fetcher_of(features),
         entities=entities,
         parallel=False,
     )
@@ -137,7 +121,7 @@ def test_garbage_data_stops_at_validation_and_production_is_untouched(registry: 
         report_id=report.id,
         spec=spec_file,
         registry=registry,
-        fetcher=FrameFetcher(features),
+        fetcher=fetcher_of(features),
         entities=entities,
         parallel=False,
     )
@@ -167,7 +151,7 @@ def feed_retrain(monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame) -> None:
         module,
         "run_retrain",
         lambda *a, **k: real(
-            *a, **{**k, "fetcher": FrameFetcher(features), "entities": entities, "parallel": False}
+            *a, **{**k, "fetcher": fetcher_of(features), "entities": entities, "parallel": False}
         ),
     )
 
@@ -198,7 +182,7 @@ def test_monitor_without_server_runs_the_retrain_flow_in_process(
         MODEL,
         spec=spec_file,
         registry=registry,
-        fetcher=FrameFetcher(features),
+        fetcher=fetcher_of(features),
         entities=entities,
         parallel=False,
     )
@@ -211,3 +195,24 @@ def test_monitor_without_server_runs_the_retrain_flow_in_process(
     assert "retrain " + report.triggered_run + ": v2 " in report.reason
     assert sorted(v.version for v in registry.list_versions(MODEL)) == [1, 2]
     assert registry.get_version(MODEL, 2).flow_run_id == report.triggered_run
+
+
+def test_a_retrain_moves_the_label_window_forward(registry: Any, tmp_path: Path) -> None:
+    """Retraining on fresh data: a relative window already ends now; an absolute one (kept for reproduction)
+    keeps its width and ends now; one open at the start keeps its start."""
+    from flows.retrain import spec_for_retrain
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    path = tmp_path / "absolute.yaml"
+    path.write_text(SPEC.replace("labels: {source: labels.parquet}",
+                                 "labels: {source: labels.parquet, start: '2026-01-01', end: '2026-01-31'}"))
+    moved = spec_for_retrain(registry, MODEL, str(path), now=now)
+    assert moved.labels.end is None and datetime.fromisoformat(moved.labels.start) == now - timedelta(days=30)
+    assert moved.labels.window(now) == (now - timedelta(days=30), None)
+    path.write_text(SPEC)  # the default window: -90d, relative
+    relative = spec_for_retrain(registry, MODEL, str(path), now=now)
+    assert (relative.labels.start, relative.labels.end) == ("-90d", None)
+    path.write_text(SPEC.replace("labels: {source: labels.parquet}",
+                                 "labels: {source: labels.parquet, start: null, end: '2026-01-31'}"))
+    open_start = spec_for_retrain(registry, MODEL, str(path), now=now)
+    assert (open_start.labels.start, open_start.labels.end) == (None, None)

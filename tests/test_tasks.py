@@ -8,7 +8,6 @@ the OpenAPI page describing each model's input, and nullable inputs imputed as i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,35 +17,20 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from flows.features import ServiceInfo
 from flows.monitor import run_monitor
 from flows.spec import load_spec
 from flows.train import train
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.service import ModelService
+from tests.projects import FrameFetcher
 
 SCHEMA = {"size": "float64", "rooms": "int64", "zone": "string"}
 WEATHER = ("sun", "rain", "fog")
 
 
-class FrameFetcher:
-    """Features by key from one frame; the point-in-time join is tested elsewhere (test_features)."""
-
-    def __init__(self, features: pd.DataFrame) -> None:
-        self.features = features
-
-    def schema(self, feature_service: str) -> dict[str, str]:
-        return dict(SCHEMA)
-
-    def service(self, feature_service: str) -> ServiceInfo:
-        return ServiceInfo(keys={"item_id": "int64"}, request={})
-
-    def historical(self, feature_service: str, entity_df: pd.DataFrame, timestamp: str) -> pd.DataFrame:
-        return entity_df.merge(self.features, on="item_id", how="left")
-
-    def online(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-        raise NotImplementedError
+def fetcher_of(features: pd.DataFrame) -> FrameFetcher:
+    return FrameFetcher(features, SCHEMA, "item_id")
 
 
 def dataset(n: int, seed: int, *, shift: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -81,7 +65,7 @@ def spec(name: str, task: str, label: str, candidates: list[dict[str, Any]], **e
 @pytest.fixture
 def trained(registry: Any) -> dict[str, Any]:
     labels, features = dataset(600, 1)
-    fetcher = FrameFetcher(features)
+    fetcher = fetcher_of(features)
     multi = train(spec("weather", "multiclass", "weather",
                        [{"family": "logistic_regression", "params": {"max_iter": 400}},
                         {"family": "random_forest", "params": {"n_estimators": 20, "max_depth": 5}}]),
@@ -176,7 +160,7 @@ def test_the_gateway_answers_per_task_and_documents_each_model(trained: dict[str
 
 
 def test_the_monitor_judges_each_task_with_its_metric(trained: dict[str, Any], registry: Any) -> None:
-    fetcher = FrameFetcher(trained["features"])
+    fetcher = fetcher_of(trained["features"])
     later, later_features = dataset(300, 2, shift=1.0)
     fetcher.features = pd.concat([trained["features"], later_features], ignore_index=True)
     regression = run_monitor("price", registry=registry, frame=later, fetcher=fetcher, trigger="off")
@@ -196,6 +180,6 @@ def test_a_batch_without_inputs_or_keys_is_refused_naming_what_is_missing(traine
     trained["labels"].drop(columns=["item_id"]).to_csv(batch, index=False)
     with pytest.raises(MonitorInputError, match=r"missing \['item_id'\].*size, rooms, zone, discount"):
         run_monitor("price", registry=registry, batch_uri=str(batch), trigger="off",
-                    fetcher=FrameFetcher(trained["features"]))
+                    fetcher=fetcher_of(trained["features"]))
     before = len(registry.reports("price"))
     assert before == 0  # nothing recorded for a batch that could not be judged
