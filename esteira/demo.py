@@ -17,6 +17,9 @@ label source (traffic and feedback) and ``scenario.py``, the one file a project 
     def baseline(root: Path, scale: float) -> dict  # write the first data; {"note", "changed_since"}
     def drift(root: Path, scale: float) -> dict     # change the world; {"note", "changed_since"}
 
+``changed_since`` is the earliest event timestamp of any row the step wrote (a snapshot dated long before
+the rest included): the materialization starts there, and an older row would never reach the online store.
+
 Every flow here runs against the stack's Prefect server, so each one is in the UI with its artifacts.
 """
 

