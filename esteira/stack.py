@@ -574,7 +574,7 @@ def gateway_url(settings: Settings | None = None) -> str:
     return f"http://{_client_host(s.gateway_host)}:{s.gateway_port}"
 
 
-# Ray Serve's HAProxy ingress with direct ingress: see gateway/cli.py for what it gives and costs.
+# Ray Serve's HAProxy ingress with direct ingress: see gateway/launch.py for what it gives and costs.
 # Serve reads these in its controller, so they must be in the Ray head's environment.
 # Ray 2.60 turns token auth on for `ray start` clusters; this one listens for this machine's own
 # processes (see the README's security notes), so auth is off and clients must say the same.

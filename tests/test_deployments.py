@@ -49,7 +49,7 @@ def _flow_signature(entrypoint: str) -> dict[str, bool]:
 @pytest.mark.parametrize("spec", _file_deployments(), ids=lambda spec: spec["name"])
 def test_deployment_matches_its_flow(spec: dict[str, Any]) -> None:
     """Entrypoints, parameters and trigger parameters name what the flow functions accept, and
-    every deployment goes to the local process pool without a pull step (FIELD-NOTES)."""
+    every deployment goes to the local process pool without a pull step (deploy records its own folder)."""
     if not (ESTEIRA_ROOT / spec["entrypoint"].rsplit(":", 1)[0]).is_file():
         pytest.fail(f"{spec['entrypoint']} does not exist")
     signature = _flow_signature(spec["entrypoint"])
