@@ -48,10 +48,16 @@ def user_errors() -> Iterator[None]:
         fail(" ".join(str(exc).split()) if isinstance(exc, ValidationError) else str(exc))
 
 
-def open_registry(database_url: str | None) -> Any:
+@contextmanager
+def open_registry(database_url: str | None = None) -> Iterator[Any]:
+    """The registry for one command, closed when it is done."""
     from registry import Registry
 
-    return Registry.from_url(database_url)
+    registry = Registry.from_url(database_url)
+    try:
+        yield registry
+    finally:
+        registry.close()
 
 
 def print_result(result: dict[str, Any], as_json: bool, title: str) -> None:

@@ -20,8 +20,7 @@ def _fmt_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
 @app.command("list")
 def models_list(database_url: DbOption = None) -> None:
     """List registered models with their latest version and aliases."""
-    with user_errors():
-        reg = open_registry(database_url)
+    with user_errors(), open_registry(database_url) as reg:
         table = Table(title="Registered models")
         for column in ("model", "latest", "aliases", "created"):
             table.add_column(column)
@@ -41,8 +40,7 @@ def models_show(
     """Show a model's versions, or one version's lineage."""
     from registry import ModelRef
 
-    with user_errors():
-        reg = open_registry(database_url)
+    with user_errors(), open_registry(database_url) as reg:
         parsed = ModelRef.parse(ref)
         if parsed.version is None and parsed.alias is None:
             aliases = reg.aliases(parsed.name)
@@ -82,8 +80,8 @@ def models_promote(
     database_url: DbOption = None,
 ) -> None:
     """Point ALIAS at VERSION (one transaction, audited)."""
-    with user_errors():
-        event = open_registry(database_url).promote(name, version, alias=alias, reason=reason, actor=actor)
+    with user_errors(), open_registry(database_url) as reg:
+        event = reg.promote(name, version, alias=alias, reason=reason, actor=actor)
         was = f"v{event.from_version}" if event.from_version is not None else "nothing"
         console.print(f"{name}@{alias}: {was} → [bold green]v{event.to_version}[/]")
 
@@ -97,8 +95,8 @@ def models_rollback(
     database_url: DbOption = None,
 ) -> None:
     """Point ALIAS back at the version that held it before the current one."""
-    with user_errors():
-        event = open_registry(database_url).rollback(name, alias=alias, reason=reason, actor=actor)
+    with user_errors(), open_registry(database_url) as reg:
+        event = reg.rollback(name, alias=alias, reason=reason, actor=actor)
         console.print(f"{name}@{alias}: v{event.from_version} → [bold yellow]v{event.to_version}[/] (rollback)")
 
 
@@ -110,8 +108,8 @@ def models_history(
     database_url: DbOption = None,
 ) -> None:
     """The model's audit log: registrations, promotions, rollbacks, refused loads."""
-    with user_errors():
-        events = open_registry(database_url).history(name, alias=alias, limit=limit)
+    with user_errors(), open_registry(database_url) as reg:
+        events = reg.history(name, alias=alias, limit=limit)
         table = Table(title=f"Audit log of {name}")
         for column in ("#", "when", "action", "alias", "from", "to", "actor", "reason"):
             table.add_column(column)

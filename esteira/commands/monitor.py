@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from esteira.commands.common import console, user_errors
+from esteira.commands.common import console, open_registry, user_errors
 
 
 def monitor_command(
@@ -25,20 +25,15 @@ def monitor_command(
     from core.project import current_project
     from flows.monitor import monitored_models, run_monitor
     from flows.spec import parse_time
-    from registry import Registry
 
-    with user_errors():
+    with user_errors(), open_registry() as registry:
         if trigger not in (None, "auto", "event", "direct", "off"):
             raise ValueError(f"--trigger must be auto, event, direct or off, not {trigger!r}")
-        registry = Registry.from_url()
-        try:
-            names = [model] if model else monitored_models(registry, current_project())
-            if not names:
-                raise ValueError("no model of this project has a production version yet")
-            outcomes = {name: run_monitor(name, registry=registry, batch_uri=batch, trigger=trigger,  # type: ignore[arg-type]
-                                          start=parse_time(start) if start else None,
-                                          end=parse_time(end) if end else None).to_dict()
-                        for name in names}
-        finally:
-            registry.close()
+        names = [model] if model else monitored_models(registry, current_project())
+        if not names:
+            raise ValueError("no model of this project has a production version yet")
+        outcomes = {name: run_monitor(name, registry=registry, batch_uri=batch, trigger=trigger,  # type: ignore[arg-type]
+                                      start=parse_time(start) if start else None,
+                                      end=parse_time(end) if end else None).to_dict()
+                    for name in names}
     console.print_json(data=outcomes[model] if model else outcomes, default=str)

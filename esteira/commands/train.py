@@ -102,14 +102,13 @@ def run(
         else:
             from flows.train import train
 
-            registry = open_registry(database_url)
             reporter = ProgressReporter()
             try:
-                result = train(spec, registry=registry, parallel=not sequential, actor="cli",
-                               reporter=reporter).to_dict()  # type: ignore[arg-type]
+                with open_registry(database_url) as registry:
+                    result = train(spec, registry=registry, parallel=not sequential, actor="cli",
+                                   reporter=reporter).to_dict()  # type: ignore[arg-type]
             finally:
                 reporter.close()
-                registry.close()
     print_result(result, as_json, f"{result['model_name']} v{result['version']} -> {result['alias']}")
 
 
@@ -145,11 +144,8 @@ def reproduce_cmd(
         else:
             from flows.reproduce import reproduce
 
-            registry = open_registry(database_url)
-            try:
+            with open_registry(database_url) as registry:
                 outcome = reproduce(ref, registry=registry)
-            finally:
-                registry.close()
             if not as_json:
                 console.print(outcome.to_markdown(), highlight=False)
             result = outcome.to_dict()
@@ -192,10 +188,7 @@ def score_batch(
         else:
             from flows.batch_score import batch_score
 
-            registry = open_registry(database_url)
-            try:
+            with open_registry(database_url) as registry:
                 result = batch_score(model, entities, output=output, mode=mode,  # type: ignore[arg-type]
                                      timestamp=timestamp, registry=registry).to_dict()
-            finally:
-                registry.close()
     print_result(result, as_json, f"{result['model_name']} v{result['version']}: {result['rows']} rows scored")
