@@ -17,9 +17,12 @@ that is :mod:`feature_repo.definitions`' job, when definitions are applied.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import urlsplit
 
 MARKER = "feature_store.yaml"
@@ -98,6 +101,23 @@ class Project:
                 return path
         known = ", ".join(self.spec_names()) or "none"
         raise ProjectError(f"no model spec {text!r} in {self.specs_dir} (specs there: {known})")
+
+    def load_module(self, name: str) -> ModuleType:
+        """One of the project's own modules (``scenario``, a data generator) run from its file, with the
+        project folder on ``sys.path`` while it loads, as Feast loads definition modules (so it may import
+        its siblings). Registered under a name of its own: two projects never share a module."""
+        path = self.root / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"esteira_project_{abs(hash(str(self.root)))}_{name}", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise ProjectError(f"{path} does not exist")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+        sys.path.insert(0, str(self.root))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(self.root))
+        return module
 
     def code_version(self) -> str:
         """What a model version records as the code that made it: the project's git commit

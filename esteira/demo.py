@@ -26,10 +26,8 @@ Every flow here runs against the stack's Prefect server, so each one is in the U
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import random
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,15 +60,7 @@ def load_scenario(project: Project) -> ModuleType:
     if not path.is_file():
         raise DemoFailed(f"{project.root} has no {SCENARIO_FILE}: the demo needs one to write data and make it "
                          "drift (the projects under esteira's examples/ folder show how)")
-    spec = importlib.util.spec_from_file_location(f"esteira_scenario_{abs(hash(path))}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    sys.path.insert(0, str(project.root))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(project.root))
+    module = project.load_module(path.stem)
     for name in ("SPEC", "baseline", "drift"):
         if not hasattr(module, name):
             raise DemoFailed(f"{path} lacks {name} (see the esteira.demo docstring)")

@@ -140,15 +140,15 @@ def batch_score(model: str, entities: pd.DataFrame | str, *, output: str | None 
                        seconds=round((datetime.now(UTC) - started).total_seconds(), 3))
 
 
-def scoring_plan(project: Project, model: str | None, entities: str | None, timestamp: str | None
-                 ) -> list[tuple[str, str, str]]:
+def scoring_plan(registry: Registry, project: Project, model: str | None, entities: str | None,
+                 timestamp: str | None) -> list[tuple[str, str, str]]:
     """(model ref, entities, timestamp column) to score: the one asked for, or each model of the project with a
     production version, on its spec's label source (the rows the project labels are the rows it scores)."""
-    from flows.spec import resolve_spec
+    from flows.spec import models_with_alias, resolve_spec
 
     if model and entities:
         return [(model, entities, timestamp or "event_timestamp")]
-    names = [ModelRef.parse(model).name] if model else project.spec_names()
+    names = [ModelRef.parse(model).name] if model else models_with_alias(registry, project)
     out = []
     for name in names:
         spec = resolve_spec(name, project)
@@ -171,11 +171,9 @@ def batch_score_flow(model: str | None = None, entities: str | None = None, outp
     results: dict[str, Any] = {}
     try:
         resolved = optional_project(project)
-        plan = scoring_plan(resolved, model, entities, timestamp) if resolved is not None else [
+        plan = scoring_plan(registry, resolved, model, entities, timestamp) if resolved is not None else [
             (model or "", entities or "", timestamp or "event_timestamp")]
         for ref, rows, ts in plan:
-            if not model and registry.resolve_alias(ModelRef.parse(ref).name, "production") is None:
-                continue
             result = batch_score(ref, rows, output=output if model else None, mode=mode,  # type: ignore[arg-type]
                                  timestamp=ts, project=resolved, registry=registry)
             results[ref] = result.to_dict()

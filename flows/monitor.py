@@ -13,7 +13,6 @@ Prefect flow around it, whose registry and log reads and registry writes are ret
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,11 +42,11 @@ from flows.monitoring.trigger import (
     run_direct,
 )
 from flows.reporting import LogReporter, Reporter
-from flows.spec import ModelSpec, load_spec, resolve_spec
+from flows.spec import ModelSpec, load_spec, models_with_alias, resolve_spec
 from flows.tasks import DEFAULT_METRIC, Task, task_of
 from flows.train import Step, direct_step, prefect_step
 from flows.validation import coerce_features
-from registry import NotFound, Registry
+from registry import Registry
 from registry.models import ModelVersion, MonitoringReport
 
 log = logging.getLogger("esteira.flows.monitor")
@@ -549,16 +548,6 @@ def run_monitor(
 # -- Prefect -------------------------------------------------------------------------------------------------
 
 
-def monitored_models(registry: Registry, project: Project, alias: str = "production") -> list[str]:
-    """The project's models (its specs' names) that have a version behind ``alias``."""
-    names = []
-    for name in project.spec_names():
-        with contextlib.suppress(NotFound):
-            registry.get_by_alias(name, alias)
-            names.append(name)
-    return names
-
-
 @flow(name="monitor", log_prints=True)
 def monitor(
     model_name: str | None = None,
@@ -589,7 +578,7 @@ def monitor(
 
     registry = Registry.from_url(database_url)
     try:
-        names = [model_name] if model_name else monitored_models(registry, current_project(project), alias)
+        names = [model_name] if model_name else models_with_alias(registry, current_project(project), alias)
         outcomes = {
             name: run_monitor(
                 name,

@@ -330,6 +330,12 @@ def resolve_spec(spec: ModelSpec | str | Path | dict[str, Any], project: Project
     return load_spec(project.spec_path(text))
 
 
+def models_with_alias(registry: Any, project: Project, alias: str = "production") -> list[str]:
+    """The project's models (its specs' names) that have a version behind ``alias`` in ``registry``: what
+    the scheduled monitor watches and the daily batch scoring scores."""
+    return [name for name in project.spec_names() if registry.resolve_alias(name, alias) is not None]
+
+
 def project_specs(project: Project) -> list[ModelSpec]:
     """Every spec of the project, validated (one bad spec is an error naming its file)."""
     specs = []

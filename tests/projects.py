@@ -6,15 +6,14 @@ state) and points ``ESTEIRA_PROJECT`` at the copy, as a user points esteira at t
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from core.project import Project
 from core.settings import ESTEIRA_ROOT, get_settings
 
 EXAMPLES = ESTEIRA_ROOT / "examples"
@@ -29,17 +28,7 @@ def copy_example(name: str, dest: Path) -> Path:
 def project_module(root: Path, name: str) -> ModuleType:
     """A project's own module (``generator``, ``scenario``...) imported from its file, the project folder on
     ``sys.path`` while it loads (as the demo and Feast load project code)."""
-    path = root / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"project_{abs(hash(str(root)))}_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    sys.path.insert(0, str(root))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(root))
-    return module
+    return Project(root).load_module(name)
 
 
 def use_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

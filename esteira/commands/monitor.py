@@ -23,13 +23,13 @@ def monitor_command(
 ) -> None:
     """Compare traffic (or a batch) with the production model's reference profile; decide; start retraining."""
     from core.project import current_project
-    from flows.monitor import monitored_models, run_monitor
-    from flows.spec import parse_time
+    from flows.monitor import run_monitor
+    from flows.spec import models_with_alias, parse_time
 
     with user_errors(), open_registry() as registry:
         if trigger not in (None, "auto", "event", "direct", "off"):
             raise ValueError(f"--trigger must be auto, event, direct or off, not {trigger!r}")
-        names = [model] if model else monitored_models(registry, current_project())
+        names = [model] if model else models_with_alias(registry, current_project())
         if not names:
             raise ValueError("no model of this project has a production version yet")
         outcomes = {name: run_monitor(name, registry=registry, batch_uri=batch, trigger=trigger,  # type: ignore[arg-type]
