@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import skops.io as sio
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -36,12 +37,12 @@ def timings_us(fn: Callable[[], object], calls: int) -> list[float]:
 
 def populated(folder: Path, versions: int) -> Registry:
     reg = Registry.from_url(f"sqlite:///{folder / 'registry.db'}", str(folder / "artifacts"))
-    payload = b"x"
     for i in track(range(versions), description=f"registering {versions} versions", transient=True):
-        reg.register_artifact("churn", payload + str(i).encode(), flavor="sklearn", metrics={"roc_auc": i / versions})
+        # tiny distinct skops artifacts: registration checks the bytes, so they must be real ones
+        reg.register_artifact("churn", sio.dumps({"version": i}), flavor="sklearn", metrics={"roc_auc": i / versions})
     reg.promote("churn", versions // 2, reason="bench")
     for other in range(20):  # other models and aliases in the table too
-        reg.register_artifact(f"model-{other}", b"y", flavor="sklearn")
+        reg.register_artifact(f"model-{other}", sio.dumps({"model": other}), flavor="sklearn")
         reg.promote(f"model-{other}", 1, alias="production")
     return reg
 

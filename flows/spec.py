@@ -32,6 +32,7 @@ from core.project import Project
 from flows.estimators import ESTIMATORS, check_param_names, families
 from flows.monitoring.policy import MonitoringPolicy
 from flows.tasks import DEFAULT_METRIC, Task, check_metric
+from registry.names import check_alias, check_model_name
 
 _RELATIVE_RE = re.compile(r"^-(\d+)([dhm])$")
 
@@ -207,12 +208,18 @@ class PromotionRule(_Strict):
 
     alias: str = "production"
     otherwise_alias: str = "staging"
+
+    @field_validator("alias", "otherwise_alias")
+    @classmethod
+    def _alias_name(cls, value: str) -> str:
+        return check_alias(value)
     min_improvement: float = 0.0
     min_metric: float | None = None
 
 
 class ModelSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    name: str = Field(description="The model's name in the registry (letters, digits, '_', '.', '-', starting "
+                      "alphanumeric, at most 128): also a folder of the artifact store.")
     description: str = ""
     task: Task
     feature_service: str
@@ -230,6 +237,12 @@ class ModelSpec(_Strict):
     validation: ValidationThresholds = Field(default_factory=ValidationThresholds)
     promotion: PromotionRule = Field(default_factory=PromotionRule)
     monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
+
+    @field_validator("name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        """The registry's own rule, checked whole, before the name reaches the artifact store."""
+        return check_model_name(value)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,10 +7,18 @@ alias), a moved alias is loaded in a worker thread, and only when the new predic
 the ``(model, alias) -> LoadedModel`` entry replaced. A request picks its ``LoadedModel`` once at the
 start, so requests in flight finish on the version they started with.
 
-A version that cannot be loaded (hash mismatch, types outside the allow-list, a broken file, a missing
+A version that cannot be loaded (hash mismatch, types outside the trusted list, a broken file, a missing
 flavor plugin) is refused: the old version keeps serving, the refusal goes to the registry's audit log
-once, and the version is retried only after ``refused_retry_s``. When the registry cannot be reached
-the gateway keeps serving what it holds and reports itself degraded until a poll succeeds again.
+once, and the version is retried only after ``refused_retry_s``. A client asking for a refused version
+is told its category only (``artifact hash mismatch``); the full reason, which names files and hashes,
+stays in the log, the audit event and the admin status. When the registry cannot be reached the
+gateway keeps serving what it holds and reports itself degraded until a poll succeeds again.
+
+Pinned-version routes (``/versions/{v}/``) serve a version only once it is servable, that is once it has
+been promoted to some alias (it stays servable, so a rollback target stays reachable): a version that was
+only registered is not served by number. At most ``pinned_cold_loads`` pinned versions load at once per
+replica; a request for one more cold version is refused with 503 and ``Retry-After`` rather than queued,
+so a burst of requests for many old versions cannot pile loads up.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np
 from gateway.config import GatewayConfig
 from gateway.errors import ModelNotFound, Unavailable, VersionRefused
 from gateway.signature import FLOAT_KINDS, INT_KINDS, InputSpec, input_specs
-from registry import NotFound, RegistryUnavailable
+from registry import FlavorNotFound, IntegrityError, NotFound, RegistryUnavailable, UntrustedArtifact
 from registry.flavors.base import Predictor
 
 log = logging.getLogger(__name__)
@@ -96,6 +104,28 @@ class RegistryHealth:
 
 SwapListener = Callable[[str, str, "LoadedModel | None"], None]
 
+REFUSAL_CATEGORIES: tuple[tuple[type[BaseException], str], ...] = (
+    (IntegrityError, "artifact hash mismatch"),
+    (UntrustedArtifact, "untrusted types"),
+    (FlavorNotFound, "flavor plugin missing"),
+    (NotFound, "artifact missing"),
+)
+
+
+def refusal_category(exc: BaseException) -> str:
+    """What a client may be told about a refused load: a category, never paths, hashes or messages."""
+    for kind, category in REFUSAL_CATEGORIES:
+        if isinstance(exc, kind):
+            return category
+    return "artifact failed to load"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    at: float
+    reason: str  # full, for the log, the audit event and the admin status
+    category: str  # what clients are told
+
 
 class ModelManager:
     """Holds the loaded versions and keeps them in step with the registry's aliases."""
@@ -107,10 +137,13 @@ class ModelManager:
         self._registry: Any | None = None
         self._serving: dict[tuple[str, str], LoadedModel] = {}
         self._cache: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
-        self._refused: dict[tuple[str, int], tuple[float, str]] = {}
+        self._refused: dict[tuple[str, int], Refusal] = {}
         self._lock = threading.Lock()  # guards _cache and _refused across the poll and pinned-load threads
         self._poll_lock = threading.Lock()  # one poll at a time (the loop and an admin reload may race)
-        self._pinned_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # event-loop only: one lock per version being loaded (dropped when no request waits on it) and the
+        # number of pinned loads in flight
+        self._pinned_locks: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
+        self._cold_loads = 0
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._on_swap = on_swap
@@ -137,38 +170,67 @@ class ModelManager:
         return model
 
     async def pinned(self, name: str, version: int) -> LoadedModel:
-        """A specific version, loaded on first use (off the event loop) and kept in a small LRU."""
+        """A specific servable version, loaded on first use (off the event loop) and kept in a small LRU."""
         key = (name, version)
         with self._lock:
             model = self._cache.get(key)
             if model is not None:
                 self._cache.move_to_end(key)
                 return model
-        lock = self._pinned_locks.setdefault(key, asyncio.Lock())
-        async with lock:  # concurrent requests for the same cold version share one load
-            with self._lock:
-                if key in self._cache:
-                    return self._cache[key]
+        lock, waiting = self._pinned_locks.get(key) or (asyncio.Lock(), 0)
+        self._pinned_locks[key] = (lock, waiting + 1)
+        try:
+            async with lock:  # concurrent requests for the same cold version share one load
+                with self._lock:
+                    if key in self._cache:
+                        return self._cache[key]
+                return await self._cold_load(name, version)
+        finally:
+            lock, waiting = self._pinned_locks[key]
+            if waiting == 1:
+                del self._pinned_locks[key]
+            else:
+                self._pinned_locks[key] = (lock, waiting - 1)
+
+    async def _cold_load(self, name: str, version: int) -> LoadedModel:
+        """Load one pinned version in a thread, if fewer than ``pinned_cold_loads`` loads are in flight."""
+        limit = self.config.pinned_cold_loads
+        if self._cold_loads >= limit:
+            raise Unavailable(f"version {version} of model {name!r} is not loaded and this replica is already "
+                              f"loading {limit} other version(s); retry in a second", retry_after_s=1)
+        self._cold_loads += 1
+        try:
             return await asyncio.to_thread(self._load_pinned, name, version)
+        finally:
+            self._cold_loads -= 1
 
     def _load_pinned(self, name: str, version: int) -> LoadedModel:
-        refused = self._refused_reason(name, version)
-        if refused:
-            raise VersionRefused(f"version {version} of model {name!r} was refused: {refused}", field="version")
+        refusal = self._refusal(name, version)
+        if refusal is not None:
+            raise self._refused_error(name, version, refusal.category)
         try:
             registry = self._get_registry()
             mv = registry.get_version(name, version)
+            if not mv.servable:
+                raise VersionRefused(f"version {version} of model {name!r} is not servable: it has never been "
+                                     "promoted to an alias (promote it, e.g. to 'staging', to serve it by number)",
+                                     field="version")
+            model = self._load(registry, mv, reason_alias=None)
         except NotFound as exc:
             raise ModelNotFound(str(exc), field="version") from None
         except RegistryUnavailable as exc:
             self._mark_degraded(exc)
             raise Unavailable(f"version {version} of model {name!r} is not loaded and the registry is "
-                              "unreachable") from None
-        model = self._load(registry, mv, reason_alias=None)
+                              "unreachable", retry_after_s=5) from None
         if model is None:
-            raise VersionRefused(f"version {version} of model {name!r} was refused: "
-                                 f"{self._refused_reason(name, version)}", field="version")
+            refusal = self._refusal(name, version)
+            raise self._refused_error(name, version, refusal.category if refusal else "artifact failed to load")
+        self._trim_cache()  # pinned loads too: many old versions asked for in turn stay within the cache size
         return model
+
+    @staticmethod
+    def _refused_error(name: str, version: int, category: str) -> VersionRefused:
+        return VersionRefused(f"version {version} of model {name!r} was refused: {category}", field="version")
 
     # -- polling --------------------------------------------------------------------------------------------
 
@@ -236,7 +298,7 @@ class ModelManager:
             return
         if current is not None and current.version == version:
             return
-        if self._refused_reason(name, version):
+        if self._refusal(name, version) is not None:
             return
         with self._lock:
             model = self._cache.get((name, version))
@@ -269,10 +331,11 @@ class ModelManager:
     def _refuse(self, registry: Any, mv: Any, exc: Exception, alias: str | None) -> None:
         key = (mv.model_name, mv.version)
         reason = f"{type(exc).__name__}: {exc}"
+        category = refusal_category(exc)
         with self._lock:
             first = key not in self._refused
-            self._refused[key] = (time.monotonic(), reason)
-        log.error("refusing %s version %s: %s", mv.model_name, mv.version, reason)
+            self._refused[key] = Refusal(time.monotonic(), reason, category)
+        log.error("refusing %s version %s (%s): %s", mv.model_name, mv.version, category, reason)
         if self._on_refused is not None:
             self._on_refused(mv.model_name, mv.version)
         if not first:
@@ -280,23 +343,25 @@ class ModelManager:
         try:
             registry.record_event(mv.model_name, "load_refused", version=mv.version, reason=reason[:3900],
                                   actor=self.actor, details={"alias": alias, "error": type(exc).__name__,
+                                                             "category": category,
                                                              "artifact_sha256": mv.artifact_sha256})
         except Exception:  # noqa: BLE001 - the refusal stands even if the audit write fails
             log.exception("could not record load_refused for %s:%s", *key)
 
-    def _refused_reason(self, name: str, version: int) -> str | None:
+    def _refusal(self, name: str, version: int) -> Refusal | None:
+        """The standing refusal of a version, or None (also once ``refused_retry_s`` has passed)."""
         with self._lock:
             entry = self._refused.get((name, version))
             if entry is None:
                 return None
-            if time.monotonic() - entry[0] > self.config.refused_retry_s:
+            if time.monotonic() - entry.at > self.config.refused_retry_s:
                 del self._refused[(name, version)]
                 return None
-            return entry[1]
+            return entry
 
     def _trim_cache(self) -> None:
         """Keep the serving versions plus the most recent others (an instant rollback target, pins)."""
-        serving = {(m.name, m.version) for m in self._serving.values()}
+        serving = {(m.name, m.version) for m in list(self._serving.values())}  # the poll thread may swap one
         with self._lock:
             spare = [key for key in self._cache if key not in serving]
             for key in spare[: max(0, len(spare) - self.config.pinned_cache_size)]:
@@ -329,9 +394,9 @@ class ModelManager:
                                      degraded_since=self.health.degraded_since or time.time())
 
     def status(self) -> dict[str, Any]:
-        """Readiness detail: the registry's health and what is served, for humans and probes."""
+        """Readiness detail: the registry's health, what is served and each refused version's full reason."""
         with self._lock:
-            refused = {f"{name}:{version}": reason for (name, version), (_, reason) in self._refused.items()}
+            refused = {f"{name}:{version}": refusal.reason for (name, version), refusal in self._refused.items()}
         return {
             "registry": self.health.as_dict(),
             "models": {f"{name}@{alias}": {"version": m.version, "flavor": m.flavor, "loaded_at": m.loaded_at}

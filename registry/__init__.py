@@ -10,7 +10,15 @@ from registry.errors import (
     RegistryUnavailable,
     UntrustedArtifact,
 )
-from registry.models import AuditEvent, ModelAlias, ModelVersion, MonitoringReport, RegisteredModel, TrainingRun, Trial
+from registry.models import (
+    AuditEvent,
+    ModelAlias,
+    ModelVersion,
+    MonitoringReport,
+    RegisteredModel,
+    TrainingRun,
+    Trial,
+)
 
 __all__ = [
     "AuditEvent", "FlavorNotFound", "IntegrityError", "InvalidName", "ModelAlias", "ModelRef", "ModelVersion",

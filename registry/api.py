@@ -24,7 +24,7 @@ from sqlmodel import Session
 from registry import db
 from registry.artifacts import ArtifactStore, StoredArtifact
 from registry.errors import InvalidName, NotFound, RegistryError, RegistryUnavailable
-from registry.flavors.base import Predictor, get_flavor
+from registry.flavors.base import Predictor, check_artifact, get_flavor
 from registry.models import (
     AuditEvent,
     ModelAlias,
@@ -35,26 +35,9 @@ from registry.models import (
     Trial,
     utcnow,
 )
+from registry.names import check_alias, check_model_name
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 ALIAS_CHANGES = ("promote", "rollback")
-
-
-def check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidName(
-            f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (max 128), starting alphanumeric"
-        )
-    return name
-
-
-def check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias.isdigit():
-        raise InvalidName(
-            f"invalid alias {alias!r}: use lowercase letters, digits, '_', '-' (max 64), starting with a letter"
-        )
-    return alias
 
 
 @dataclass(frozen=True)
@@ -72,7 +55,7 @@ class ModelRef:
             return cls(check_model_name(name), alias=check_alias(alias))
         if ":" in text:
             name, version = text.split(":", 1)
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):
                 raise InvalidName(f"invalid version {version!r} in {text!r}: expected a positive integer")
             return cls(check_model_name(name), version=int(version))
         return cls(check_model_name(text))
@@ -111,7 +94,9 @@ class Registry:
         try:
             self.read_engine, self.write_engine = db.make_engines(self.url)
         except (ArgumentError, NoSuchModuleError) as exc:
-            raise RegistryError(f"invalid database URL {url!r}: {exc}") from exc
+            from core.settings import redact_urls  # SQLAlchemy's message quotes the URL, password included
+
+            raise RegistryError(redact_urls(f"invalid database URL {url!r}: {exc}")) from None
         self.artifacts = ArtifactStore(artifact_root)
         if migrate:
             with self._unavailable_as_error():
@@ -214,13 +199,21 @@ class Registry:
     def register_artifact(self, name: str, data: bytes, *, flavor: str, file_name: str | None = None,
                           reference_profile: bytes | None = None, actor: str = "unknown",
                           **fields: Any) -> ModelVersion:
-        """Record a version from already-serialised bytes (what a flavor's ``save`` returned)."""
+        """Record a version from already-serialised bytes (what a flavor's ``save`` returned).
+
+        The flavor checks the bytes first (the scikit-learn flavor: every type on the trusted list), so an
+        artifact it would refuse to load is never stored and never becomes a version.
+        """
         check_model_name(name)
         unknown = set(fields) - set(ModelVersion.model_fields)
         if unknown:
             raise RegistryError(f"unknown version fields: {', '.join(sorted(unknown))}")
+        if "servable" in fields:
+            raise RegistryError("a version becomes servable when it is promoted to an alias, not at registration")
+        plugin = get_flavor(flavor)
+        check_artifact(plugin, data)
         self.create_model(name, actor=actor)
-        stored = self.artifacts.put(name, file_name or get_flavor(flavor).file_name, data)
+        stored = self.artifacts.put(name, file_name or plugin.file_name, data)
         profile: StoredArtifact | None = None
         if reference_profile is not None:
             profile = self.artifacts.put(f"{name}/profiles", "reference.bin", reference_profile)
@@ -352,7 +345,12 @@ class Registry:
         return ArtifactStore.read_verified(mv.reference_profile_uri, mv.reference_profile_sha256)
 
     def put_artifact(self, namespace: str, file_name: str, data: bytes) -> StoredArtifact:
-        """Store side artifacts (training-set snapshots, reports) in the same content-addressed store."""
+        """Store side artifacts (training-set snapshots, reports) in the same content-addressed store.
+
+        ``namespace`` starts with a model name (``<model>/training-sets``); the store refuses any key that
+        would leave its root.
+        """
+        check_model_name(namespace.split("/", 1)[0])
         return self.artifacts.put(namespace, file_name, data)
 
     # -- aliases --------------------------------------------------------------------------------------------
@@ -419,6 +417,9 @@ class Registry:
         ).scalar_one_or_none()
         if target is None:
             raise NotFound(f"version {version} of model {model.name!r} not found")
+        if not target.servable:  # promoted once, servable for good: a rollback target stays reachable
+            target.servable = True
+            session.add(target)
         row = session.get(ModelAlias, (model.id, alias))
         previous = row.version if row else None
         if row is None:
@@ -450,6 +451,7 @@ class Registry:
     def record_event(self, name: str, action: str, *, version: int | None = None, reason: str = "",
                      actor: str = "unknown", details: dict[str, Any] | None = None) -> AuditEvent:
         """Append an event that is not an alias move (e.g. the gateway refusing to load a version)."""
+        check_model_name(name)
         with self._write() as session:
             event = AuditEvent(model_name=name, action=action, to_version=version, actor=actor, reason=reason,
                                details=details or {})

@@ -3,18 +3,25 @@
 Artifacts are content-addressed (``<root>/<model>/<sha256>/<filename>``): the same bytes are stored once,
 and a path names exactly one content. The hash recorded at registration is checked on every read, so a
 file changed after registration is refused rather than loaded.
+
+Every segment of a key (the namespace's parts and the file name) is a plain name: letters, digits,
+``_ . -``, starting with a letter or digit. ``..``, an empty segment, a backslash or an absolute path
+cannot be expressed, so no key leaves the root, whatever a caller passes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
 
-from registry.errors import IntegrityError, NotFound
+from registry.errors import IntegrityError, InvalidName, NotFound
+
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -38,7 +45,19 @@ class ArtifactStore:
     def _uri(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    @staticmethod
+    def check_key(namespace: str, filename: str) -> None:
+        """Refuse a key with any segment that is not a plain name (``..``, ``""``, ``a\\b``, ``/abs``)."""
+        segments = [*str(namespace).split("/"), str(filename)]
+        bad = [segment for segment in segments if not _SEGMENT.fullmatch(segment)]
+        if bad:
+            raise InvalidName(f"artifact key {namespace!r}/{filename!r} has invalid segment(s) "
+                              f"{', '.join(map(repr, bad))}: each must be letters, digits, '_', '.', '-', "
+                              "starting with a letter or digit")
+
     def put(self, namespace: str, filename: str, data: bytes) -> StoredArtifact:
+        """Store ``data`` under ``<root>/<namespace>/<sha256>/<filename>`` (once: the same bytes are not rewritten)."""
+        self.check_key(namespace, filename)
         digest = sha256_hex(data)
         uri = self._uri(namespace, digest, filename)
         fs, path = url_to_fs(uri)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -48,6 +48,9 @@ class ModelVersion(SQLModel, table=True):
     model_name: str = Field(max_length=128)
     version: int
     status: str = Field(default="ready", max_length=32)
+    servable: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    """Set when the version is first promoted to any alias, and kept: the gateway's pinned-version routes
+    serve only servable versions, so a version merely registered is never served by number."""
     flavor: str = Field(max_length=64)
     artifact_uri: str = Field(max_length=2048)
     artifact_sha256: str = Field(max_length=64)

@@ -120,9 +120,21 @@ def test_artifact_with_untrusted_types_is_refused(registry: Registry) -> None:
     data = sio.dumps({"model": tiny_model(), "evil": Path("/etc/passwd")})
     with pytest.raises(UntrustedArtifact, match="pathlib"):
         SklearnFlavor().load_model(data)
-    mv = registry.register_artifact("churn", data, flavor="sklearn")  # bytes are stored as given
-    with pytest.raises(UntrustedArtifact):
-        registry.load_predictor(mv)
+    with pytest.raises(UntrustedArtifact, match="pathlib"):  # checked before the bytes are stored
+        registry.register_artifact("churn", data, flavor="sklearn")
+    assert registry.get_model("churn", missing_ok=True) is None
+
+
+def test_a_version_becomes_servable_when_first_promoted_and_stays_so(registry: Registry) -> None:
+    for _ in range(2):
+        register(registry)
+    assert [mv.servable for mv in registry.list_versions("churn")] == [False, False]
+    registry.promote("churn", 1, alias="staging")
+    registry.promote("churn", 2, alias="staging")
+    registry.delete_alias("churn", "staging")
+    assert [mv.servable for mv in registry.list_versions("churn")] == [True, True]
+    with pytest.raises(RegistryError, match="servable when it is promoted"):
+        registry.register_version("churn", tiny_model(), signature=SIGNATURE, servable=True)
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "-lead", "x" * 200, "a/b"])

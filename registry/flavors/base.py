@@ -30,12 +30,24 @@ class Predictor(Protocol):
 
 
 class Flavor(Protocol):
+    """``save`` and ``load``, and optionally ``check(data) -> None``: raise
+    :class:`~registry.errors.UntrustedArtifact` for bytes the flavor would refuse to load. The registry
+    calls ``check`` before it stores an artifact, so a refused artifact never becomes a version; ``load``
+    must check again (the bytes may come from an older list or another writer)."""
+
     name: str
     file_name: str
 
     def save(self, model: Any) -> bytes: ...
 
     def load(self, data: bytes, signature: dict[str, Any]) -> Predictor: ...
+
+
+def check_artifact(flavor: Flavor, data: bytes) -> None:
+    """Run the flavor's own ``check`` on ``data`` if it has one."""
+    check = getattr(flavor, "check", None)
+    if callable(check):
+        check(data)
 
 
 @lru_cache(maxsize=None)

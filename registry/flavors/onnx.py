@@ -190,6 +190,13 @@ class OnnxFlavor:
         except (zipfile.BadZipFile, KeyError, ValueError) as exc:
             raise RegistryError(f"not an esteira ONNX artifact: {exc}") from exc
 
+    def check(self, data: bytes) -> None:
+        """The skops fallback goes through the scikit-learn flavor's trusted-type check; an ONNX graph
+        holds operators, not code to import."""
+        meta, payload = self.read(data)
+        if meta.get("format") != "onnx":
+            SklearnFlavor().check(payload)
+
     def load(self, data: bytes, signature: dict[str, Any]) -> OnnxPredictor | SklearnPredictor:
         meta, payload = self.read(data)
         if meta.get("format") == "onnx":

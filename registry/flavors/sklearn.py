@@ -1,8 +1,9 @@
 """scikit-learn flavor: skops format, never a raw pickle.
 
-skops refuses any type it does not know to be safe unless told to trust it. We trust exactly the
-types whose module is on an allow-list (scikit-learn, numpy, scipy) and fail closed on anything else,
-so an artifact that smuggles ``os.system`` or a custom class is refused before any of it runs.
+skops builds only the types it is told to trust. Every type an artifact names must be on the exact list
+of :mod:`registry.trust` (what esteira's own training produces, plus the user's reviewed additions), so
+an artifact that smuggles a function such as ``exec`` or a custom class is refused, at registration and
+again at load, before any of it is built.
 """
 
 from __future__ import annotations
@@ -13,19 +14,7 @@ import numpy as np
 import pandas as pd
 import skops.io as sio
 
-from registry.errors import UntrustedArtifact
-
-TRUSTED_MODULE_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.sparse.", "scipy.special.")
-
-
-def trusted_types_for(data: bytes) -> list[str]:
-    """The types skops would need trusted to load ``data``, if all are allowed; raises otherwise."""
-    needed = sio.get_untrusted_types(data=data)
-    refused = [t for t in needed if not t.startswith(TRUSTED_MODULE_PREFIXES)]
-    if refused:
-        raise UntrustedArtifact(f"artifact needs types outside the allow-list: {', '.join(sorted(refused))}")
-    return needed
-
+from registry.trust import check_skops
 
 NUMERIC_DTYPES = frozenset({"float64", "float32", "double", "float", "int64", "int32", "int", "bool"})
 
@@ -114,8 +103,12 @@ class SklearnFlavor:
     def save(self, model: Any) -> bytes:
         return sio.dumps(model)
 
+    def check(self, data: bytes) -> None:
+        """Refuse bytes holding any type outside the trusted list (the registry calls this before storing)."""
+        check_skops(data)
+
     def load_model(self, data: bytes) -> Any:
-        return sio.loads(data, trusted=trusted_types_for(data))
+        return sio.loads(data, trusted=check_skops(data))
 
     def load(self, data: bytes, signature: dict[str, Any]) -> SklearnPredictor:
         return SklearnPredictor(self.load_model(data), signature)
