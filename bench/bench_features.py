@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.common import churn_project
+
 from core.project import Project
 from core.settings import get_settings
 from feature_repo.materialize import materialize

@@ -3,13 +3,24 @@
 Training, batch scoring and the gateway call :func:`ensure_ray` instead of ``ray.init`` so that
 ``ESTEIRA_RAY_ADDRESS`` (or Ray's own ``RAY_ADDRESS``) moves the work to a cluster with no code
 change, and a second call (or a test session that already started Ray) is a no-op.
+
+The Ray head of the local stack (``esteira up``) requires Ray's token authentication and listens on loopback
+only; :func:`stack_ray_env` is what a process needs to join it, and :func:`ensure_ray` applies it by itself when
+the address is the stack's.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import sys
 import threading
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 _LOCK = threading.Lock()
 
@@ -35,6 +46,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> di
         if not ray.is_initialized():
             target = ray_address(address)
             env = {"env_vars": {"WHYLOGS_NO_ANALYTICS": "1"}}
+            if target and is_stack_address(target):
+                use_ray_env(stack_ray_env())
             if target:
                 if target.split(":")[0] in ("127.0.0.1", "localhost"):
                     _skip_uv_worker_env()  # a cluster on this machine shares this interpreter too
@@ -63,10 +76,93 @@ def _skip_uv_worker_env() -> None:
 
 
 
+# -- the local stack's Ray head: token authentication, loopback only --------------------------------------------
+
+RAY_TOKEN_FILE = Path("ray") / "auth_token"
+"""Where, under ``ESTEIRA_HOME``, the stack's Ray token lives (mode 0600, kept across restarts)."""
+
+
+def ray_token_file(path: Path) -> Path:
+    """A Ray token file at ``path``, created on first use (64 hex characters, readable by its owner only) and
+    kept after: a restarted head and the clients of the previous one agree.
+
+    Ray 2.60 reads the token from the file ``RAY_AUTH_TOKEN_PATH`` names (Ray's token authentication guide,
+    docs.ray.io/en/latest/ray-security/token-auth.html); a file keeps it out of process listings.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path
+
+
+def token_auth_env(token_file: Path) -> dict[str, str]:
+    """The variables of a Ray cluster, and of its clients, that require the token in ``token_file``: Ray then
+    refuses a driver or node without it ("Authentication token is missing or incorrect")."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+
+
+def stack_ray_token(settings: Settings | None = None) -> Path:
+    """The stack's Ray token file, ``<ESTEIRA_HOME>/ray/auth_token`` (:func:`ray_token_file`)."""
+    from core.settings import get_settings
+
+    return ray_token_file((settings or get_settings()).home / RAY_TOKEN_FILE)
+
+
+def stack_ray_env(settings: Settings | None = None) -> dict[str, str]:
+    """The variables of the stack's Ray head and of every process that joins it.
+
+    Token authentication (:func:`token_auth_env`), and ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: Ray then treats
+    this machine as a single-node cluster, as on macOS. Its node address is 127.0.0.1 instead of the machine's
+    network address (which ``--node-ip-address=127.0.0.1`` alone gives), and every port of the head listens on
+    loopback only (measured with ``ss -ltnp``: the GCS, the raylet, the client server, the agents, the metrics
+    servers). The cost: no other machine can join this cluster, which is the point. Joining processes need it
+    too, or they resolve 127.0.0.1 to the network address and find nothing listening there.
+    """
+    return {**token_auth_env(stack_ray_token(settings)), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def is_stack_address(address: str, settings: Settings | None = None) -> bool:
+    """Whether ``address`` is the local stack's Ray head (loopback, the settings' ``stack_ray_port``) and the stack
+    has a token (``esteira up`` started it under this ``ESTEIRA_HOME``)."""
+    from core.settings import get_settings
+
+    s = settings or get_settings()
+    port = address.split("://", 1)[-1].rpartition(":")[2]
+    return is_local_address(address) and port == str(s.stack_ray_port) and (s.home / RAY_TOKEN_FILE).is_file()
+
+
+def use_ray_env(env: Mapping[str, str]) -> None:
+    """Put Ray's client variables into this process's environment (its children inherit them), and make a Ray
+    already imported here read them before it connects.
+
+    Ray reads ``RAY_AUTH_MODE`` into its native configuration at import and ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+    into a module constant; Ray's own ``_enable_token_auth`` refreshes the first the same way
+    (``ray/_private/authentication/authentication_token_setup.py``). ``RAY_AUTH_TOKEN`` is dropped: it would take
+    precedence over the token file.
+    """
+    os.environ.update(env)
+    if "RAY_AUTH_TOKEN_PATH" in env:
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+    if "ray" not in sys.modules:
+        return
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    if "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in env:
+        ray_constants.ENABLE_RAY_CLUSTER = env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+
+
 FORWARDED_SETTINGS = ("ESTEIRA_HOME", "ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_INFERENCE_LOG_URI",
-                      "ESTEIRA_FEAST_ONLINE_STORE", "ESTEIRA_FEAST_REGISTRY", "ESTEIRA_FEAST_PROJECT")
-"""Settings a Serve replica needs to find the same stores as the process that deployed it (tokens are not
-forwarded: Ray shows runtime environments in its state API; set them in the cluster's environment)."""
+                      "ESTEIRA_FEAST_ONLINE_STORE", "ESTEIRA_FEAST_REGISTRY", "ESTEIRA_FEAST_PROJECT",
+                      "ESTEIRA_GATEWAY_INSECURE")
+"""Settings a Serve replica needs to find the same stores as the process that deployed it, and the operator's
+choice to serve without tokens off loopback (tokens are not forwarded: Ray shows runtime environments in its
+state API; set them in the cluster's environment)."""
 
 PROJECT_EXCLUDES = [".esteira/", "data/", ".git/", ".venv/", "__pycache__/", "*.pyc"]
 """What stays behind when a project folder travels to a cluster: local state and local data. On a cluster

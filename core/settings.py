@@ -10,16 +10,21 @@ registry or a Prefect server by accident.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.project import find_project_root
 
 ESTEIRA_ROOT = Path(__file__).resolve().parent.parent
 """Where esteira's own source lives (``deployments.yaml``, ``examples/``); not a user's project."""
+FEEDBACK_HORIZON_S = 7 * 24 * 3600.0
+"""Default of ``feedback_horizon_s``: labels are accepted up to a week after the answer they label."""
 
 
 class Settings(BaseSettings):
@@ -57,14 +62,27 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     gateway_predict_token: SecretStr | None = Field(
-        default=None, description="Bearer token for predictions and feedback; None leaves them open."
+        default=None, description="Bearer token for predictions (and for feedback when neither a feedback nor an "
+        "admin token is set); None leaves them open."
     )
     gateway_admin_token: SecretStr | None = Field(
-        default=None, description="Bearer token for admin routes and /metrics; None leaves them open."
+        default=None, description="Bearer token for admin routes and /metrics (and feedback, see "
+        "gateway_feedback_token); None leaves them open."
+    )
+    gateway_feedback_token: SecretStr | None = Field(
+        default=None, description="Bearer token for sending labels (feedback decides retraining); default: the admin "
+        "token. The admin token is accepted too; the predict token only when neither is set."
+    )
+    feedback_horizon_s: float = Field(
+        default=FEEDBACK_HORIZON_S, gt=0, description="Labels are accepted up to this long after the answer they "
+        "label; the monitor reads feedback files up to this long after a window's end."
     )
     gateway_poll_interval_s: float = Field(
         default=0.5, description="How often the gateway checks the registry for alias moves."
     )
+    gateway_insecure: bool = Field(
+        default=False, description="Let the gateway listen off loopback without its predict and admin tokens (it "
+        "warns); without this it refuses to start there (gateway.exposure).")
     prefect_host: str = Field(
         default="127.0.0.1", description="Bind address of the local Prefect server started by `esteira up`."
     )
@@ -81,6 +99,33 @@ class Settings(BaseSettings):
     inference_log_uri: str | None = Field(
         default=None, description="Inference log root: a folder or fsspec URI; default `home`/inference."
     )
+    trusted_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Full type names (comma-separated, or a JSON list) that model artifacts "
+        "may hold besides those esteira's own training produces, e.g. mypkg.models.MyEstimator. Exact names only: "
+        "a prefix such as 'numpy.' is refused.")
+
+    @field_validator("trusted_types", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        """``a.B,c.D`` or ``["a.B", "c.D"]`` from the environment; a list as it is from Python."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [n.strip() for n in text.split(",") if n.strip()]
+        return value
+
+    @field_validator("gateway_predict_token", "gateway_admin_token", "gateway_feedback_token")
+    @classmethod
+    def _token_has_a_value(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A token that is set must hold something: ``ESTEIRA_GATEWAY_PREDICT_TOKEN=""`` would otherwise read as "no
+        token" and leave the routes open while the operator believes them closed. Surrounding whitespace (a trailing
+        newline from ``$(cat token-file)``) is dropped: the gateway strips what clients send the same way."""
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError(f"ESTEIRA_{str(info.field_name).upper()} is set but empty: give it a value, or unset it "
+                             "to leave those routes open (only allowed on 127.0.0.1 unless ESTEIRA_GATEWAY_INSECURE=1)")
+        return SecretStr(token)
 
     @property
     def resolved_inference_log_uri(self) -> str:
@@ -108,3 +153,18 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once on first use. Tests call ``get_settings.cache_clear()``."""
     return Settings()
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"]*:)[^\s'\"]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|pwd)=)[^&#\s'\"]*", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` (a URL, or a message quoting some) with the password of every URL in it shown as ``***``, in
+    ``user:password@`` or in a ``?password=`` parameter: what may be printed, logged or stored of a database URL.
+
+    A pattern rather than SQLAlchemy's ``make_url``: it also covers the text around a URL (libraries quote the
+    URL they were given in their errors: "Could not parse SQLAlchemy URL from string ..."), URLs SQLAlchemy
+    cannot parse, and an unencoded ``@`` in the password (masked up to the URL's last ``@``, where ``make_url``
+    shows the rest as the host)."""
+    return _QUERY_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***@", text))

@@ -9,11 +9,10 @@ also the Open Inference Protocol's error shape.
 
 from __future__ import annotations
 
-import email.message
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,34 +24,51 @@ except ImportError:  # pragma: no cover - orjson comes with several dependencies
 
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.auth import check_bearer
-from gateway.errors import GatewayError
-from gateway.openapi import model_documents
+from gateway.auth import bearer_matches, check_bearer
+from gateway.config import GatewayConfig
+from gateway.errors import BodyTooLarge, GatewayError, InvalidInput
+from gateway.openapi import INFER_BODY_DOC, body_schemas, model_documents, open_routes, responses
 from gateway.schemas import (
-    ErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
+    GatewayStatus,
     InferRequest,
     InferResponse,
+    ModelList,
     ModelMetadata,
+    ModelReady,
     PredictRequest,
     PredictResponse,
+    Readiness,
+    ServerLive,
+    ServerMetadata,
 )
 from gateway.service import ModelService
+from gateway.v2_binary import (
+    EXTENSION,
+    HEADER,
+    MEDIA_TYPE,
+    binary_outputs,
+    encode_response,
+    parse_infer_request,
+)
+from registry.names import MODEL_NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
-NAME = Path(min_length=1, max_length=128, description="Registered model name.")
+# The registry's naming rule, whole: a name it could never hold is refused here (422), not looked up.
+NAME = Path(min_length=1, max_length=128, pattern=f"^{MODEL_NAME_PATTERN}$", description="Registered model name.")
 VERSION = Path(ge=1, le=2**31 - 1, description="A model version number (pins that version).")
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
+ERRORS = responses(401, 404, 409, 413, 422, 503)
 bearer = HTTPBearer(auto_error=False, description="Bearer token (when the gateway is configured with one).")
 
 
-class FastJSON(Response):
+class FastJSON(JSONResponse):
     """JSON without Starlette's ``allow_nan=False`` failure mode: a NaN output becomes null, not a 500."""
 
     media_type = "application/json"
@@ -83,19 +99,122 @@ def _first_error(exc: RequestValidationError) -> tuple[str, str]:
     return f"{field}: {first.get('msg', 'invalid')}", field
 
 
-# -- the predict body without FastAPI's per-request body machinery -------------------------------------------
+# -- request bodies: read by the routes themselves, after auth -----------------------------------------------
 #
-# The predict routes read the body themselves: orjson, then a check of the envelope by hand for the
-# common, valid shape (a few type checks, then ``model_construct``). Anything else (other content types,
-# JSON orjson refuses, a body the hand check does not accept) goes through exactly what FastAPI does for a
-# ``body: PredictRequest`` parameter (stdlib json, the content-type rules, pydantic validation with the
-# same error locations), so every refusal keeps its message and field. The OpenAPI document still
-# describes the body (``PREDICT_BODY_DOC``); ``tests/test_gateway_predict_body.py`` checks both paths agree.
+# No route takes a FastAPI body parameter: FastAPI reads and decodes such a body before any dependency runs,
+# so a client without a token could make the gateway read and parse anything. Each body route checks its token
+# first (a dependency), then reads at most ``max_body_bytes`` (read_body), decodes JSON whatever content type
+# the client declared (decode_json: ``curl -d`` declares a form, tritonclient declares nothing), and refuses
+# strings longer than ``max_string_chars`` (check_strings) before any array is built. Every refusal is a
+# GatewayError, answered in the ``{"error", "field"}`` shape.
+#
+# The predict routes then check the envelope by hand for the common, valid shape (a few type checks, then
+# ``model_construct``); anything else goes through pydantic with FastAPI's error locations, so every refusal
+# keeps its message and field. The OpenAPI document still describes the bodies (``PREDICT_BODY_DOC``,
+# ``FEEDBACK_BODY_DOC``); ``tests/test_gateway_predict_body.py`` checks both paths agree.
 
 _PREDICT_KEYS = frozenset(("inputs", "entities", "request_data", "request_id"))
 _PREDICT_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
+_FEEDBACK_ADAPTER: TypeAdapter[FeedbackRequest] = TypeAdapter(FeedbackRequest)
 PREDICT_BODY_DOC: dict[str, Any] = {"requestBody": {
     "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}}
+FEEDBACK_BODY_DOC: dict[str, Any] = {"requestBody": {
+    "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}}}}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, of at most ``limit`` bytes: a larger Content-Length is refused (413) before anything is read;
+    a body without one (chunked) is read until it passes the cap, then refused."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit():
+        if len(declared) > 18 or int(declared) > limit:
+            raise BodyTooLarge(f"the body is {declared[:24]} bytes; this gateway reads at most {limit}", field="body")
+        return await request.body()
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes, the most this gateway reads", field="body")
+    return bytes(received)
+
+
+def decode_json(raw: bytes) -> Any:
+    """The body as JSON, or a 422 naming ``body``. orjson first; stdlib json then takes what orjson refuses
+    but other JSON writers produce (NaN, integers past 64 bits, UTF-16). Either one's failure (bad syntax,
+    bytes that are not UTF-8, nesting deeper than 1,024) is the client's: never a 500."""
+    if not raw:
+        raise InvalidInput("the body is empty: send a JSON object", field="body")
+    try:
+        return _fast_loads(raw)
+    except _OrjsonDecodeError as exc:
+        reason = str(exc)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InvalidInput(f"the body is not JSON: {reason}", field="body") from None
+
+
+def check_strings(value: Any, limit: int, where: str = "") -> None:
+    """A 422 naming the first string (object key or value) longer than ``limit`` characters in a decoded body.
+
+    Depth-first with a stack of iterators, so it holds one entry per level (a body may nest 1,024 levels),
+    not one per object. A string of n characters takes at least n bytes of JSON, so callers skip bodies of
+    at most ``limit`` bytes: small requests never pay for this walk.
+    """
+    if type(value) is not dict and type(value) is not list:
+        if type(value) is str and len(value) > limit:
+            raise InvalidInput(f"a string of {len(value)} characters (at most {limit})", field=where or "body")
+        return
+    keys: list[str | int] = []
+    stack: list[Iterator[tuple[Any, Any]]] = [_entries(value)]
+    while stack:
+        for key, child in stack[-1]:
+            if type(key) is str and len(key) > limit:
+                raise InvalidInput(f"an object key of {len(key)} characters (at most {limit})",
+                                   field=_field(where, keys))
+            kind = type(child)
+            if kind is str:
+                if len(child) > limit:
+                    raise InvalidInput(f"a string of {len(child)} characters (at most {limit})",
+                                       field=_field(where, [*keys, key]))
+            elif (kind is dict or kind is list) and child:
+                keys.append(key)
+                stack.append(_entries(child))
+                break
+        else:
+            stack.pop()
+            if keys:
+                keys.pop()
+
+
+def _entries(container: Any) -> Iterator[tuple[Any, Any]]:
+    return iter(container.items()) if type(container) is dict else enumerate(container)
+
+
+def _field(where: str, keys: list[str | int]) -> str:
+    """``inputs[1].plan``: the location style of the signature checks."""
+    field = where
+    for key in keys:
+        field = f"{field}[{key}]" if type(key) is int else (f"{field}.{key}" if field else str(key))
+    return field or "body"
+
+
+async def read_json(request: Request, config: GatewayConfig) -> Any:
+    """The decoded body within the configured caps (size, then string length)."""
+    raw = await read_body(request, config.max_body_bytes)
+    value = decode_json(raw)
+    if len(raw) > config.max_string_chars:
+        check_strings(value, config.max_string_chars)
+    return value
+
+
+def check_tensor_strings(request: InferRequest, body_size: int, config: GatewayConfig) -> None:
+    """A v2 request's ``BYTES`` strings (also those decoded from binary tensors) held to ``max_string_chars``
+    before its tensors become arrays (the schema caps every dimension at ``MAX_ROWS``). Strings in a numeric
+    tensor are refused by the signature check anyway, without being echoed or stored."""
+    if body_size > config.max_string_chars:
+        check_strings([{"data": tensor.data} if tensor.datatype == "BYTES" else {} for tensor in request.inputs],
+                      config.max_string_chars, "inputs")
 
 
 def _rows_or_row(value: Any) -> bool:
@@ -123,62 +242,38 @@ def _fast_predict_body(data: Any) -> PredictRequest | None:
     return PredictRequest.model_construct(**data)
 
 
-async def read_predict_body(request: Request) -> PredictRequest | RequestValidationError:
+async def read_predict_body(request: Request, config: GatewayConfig) -> PredictRequest | RequestValidationError:
     """The request's :class:`PredictRequest`, or the validation error FastAPI would report for it.
 
-    Raises only for a body that is not JSON (FastAPI refuses those before any dependency runs); envelope
-    errors are returned, for the route to raise after auth and header checks, FastAPI's order.
+    Raises for a body it does not read or decode (too large, not JSON, a string too long); envelope errors
+    are returned, for the route to raise after FastAPI's header checks, FastAPI's order.
     """
-    raw = await request.body()
-    content_type = request.headers.get("content-type")
-    if raw and content_type == "application/json":
-        try:
-            body = _fast_predict_body(_fast_loads(raw))
-        except _OrjsonDecodeError:
-            body = None  # stdlib json below decides (it accepts a few things orjson does not) and words the error
-        if body is not None:
-            return body
-    return _slow_predict_body(raw, content_type)
+    raw = await read_body(request, config.max_body_bytes)
+    value = decode_json(raw)
+    if len(raw) > config.max_string_chars:
+        check_strings(value, config.max_string_chars)
+    body = _fast_predict_body(value)
+    return body if body is not None else _validate_predict_body(value)
 
 
-def _slow_predict_body(raw: bytes, content_type: str | None) -> PredictRequest | RequestValidationError:
-    """FastAPI's own steps for a required, non-embedded JSON body (fastapi.routing.get_request_handler,
-    strict content type, then ``request_body_to_args``), with the same error locations and messages."""
-    value: Any = None
-    if raw:
-        value = raw
-        if content_type:
-            message = email.message.Message()
-            message["content-type"] = content_type
-            subtype = message.get_content_subtype()
-            if message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json")):
-                try:
-                    value = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
-                                                   "msg": "JSON decode error", "input": {},
-                                                   "ctx": {"error": exc.msg}}], body=exc.doc) from exc
-    if value is None:
-        return RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+def _validate_predict_body(value: Any) -> PredictRequest | RequestValidationError:
+    """pydantic's verdict on a decoded body, with the error locations FastAPI gives a body parameter."""
     try:
         return _PREDICT_ADAPTER.validate_python(value, from_attributes=True)
     except ValidationError as exc:
-        return RequestValidationError([{**err, "loc": ("body", *err.get("loc", ()))}
-                                       for err in exc.errors(include_url=False)], body=value)
+        return _body_error(exc, value)
 
 
-def _predict_request_schema() -> dict[str, Any]:
-    """PredictRequest as FastAPI documents a body model (its generator differs from pydantic's default)."""
-    from fastapi.openapi.utils import get_openapi
+def validate_feedback_body(value: Any) -> FeedbackRequest:
+    try:
+        return _FEEDBACK_ADAPTER.validate_python(value)
+    except ValidationError as exc:
+        raise _body_error(exc, value) from None
 
-    probe = FastAPI()
 
-    @probe.post("/")
-    async def _probe(body: PredictRequest) -> None:  # pragma: no cover - never called
-        return None
-
-    doc = get_openapi(title="probe", version="1", routes=probe.routes)
-    return doc["components"]["schemas"]["PredictRequest"]
+def _body_error(exc: ValidationError, value: Any) -> RequestValidationError:
+    return RequestValidationError([{**err, "loc": ("body", *err.get("loc", ()))}
+                                   for err in exc.errors(include_url=False)], body=value)
 
 
 def build_app(service: ModelService, *, title: str = "esteira gateway") -> FastAPI:
@@ -199,20 +294,22 @@ def build_app(service: ModelService, *, title: str = "esteira gateway") -> FastA
     documented: dict[str, Any] = {"key": None, "schema": None}
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's document, plus the PredictRequest schema the predict routes' ``openapi_extra`` refers to
-        (no route takes it as a body parameter any more, so FastAPI would not list it), plus one documented
-        path per served model (:mod:`gateway.openapi`), rebuilt when the served versions change."""
+        """FastAPI's document, plus the body schemas the predict and infer routes' ``openapi_extra`` refer to
+        (those routes read their body themselves, so FastAPI would not list them), without the bearer scheme
+        on routes whose token is not configured, plus one documented path per served model
+        (:mod:`gateway.openapi`), rebuilt when the served versions change."""
         if app.openapi_schema is None:
             schema = default_openapi()
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            if "PredictRequest" not in schemas:
-                schemas["PredictRequest"] = _predict_request_schema()
-                schema["components"]["schemas"] = dict(sorted(schemas.items()))
+            schema["components"]["schemas"] = dict(sorted({**body_schemas(PredictRequest, InferRequest,
+                                                                        FeedbackRequest), **schemas}.items()))
+            open_routes(schema["paths"], predict=bool(config.predict_token), admin=bool(config.admin_token))
         served = sorted(service.manager.served().values(), key=lambda m: m.name)
         key = tuple((m.name, m.version) for m in served)
         if documented["key"] != key:
             base = app.openapi_schema or {}
-            paths, schemas = model_documents(served)
+            paths, schemas = model_documents(served, lookups=service.features is not None)
+            open_routes(paths, predict=bool(config.predict_token), admin=bool(config.admin_token))
             documented["schema"] = {**base, "paths": {**paths, **base.get("paths", {})},
                                     "components": {**base.get("components", {}), "schemas": dict(sorted(
                                         {**base.get("components", {}).get("schemas", {}), **schemas}.items()))}}
@@ -223,7 +320,18 @@ def build_app(service: ModelService, *, title: str = "esteira gateway") -> FastA
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_request: Request, exc: GatewayError) -> Response:
-        return FastJSON(exc.body(), status_code=exc.status_code)
+        return FastJSON(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Starlette's own refusals (no such route, method not allowed) in the gateway's error shape."""
+        if exc.status_code == 404:
+            body = {"error": "no such route (see /docs for the routes)", "field": "path"}
+        elif exc.status_code == 405:
+            body = {"error": f"method {request.method} is not allowed on this route", "field": "method"}
+        else:
+            body = {"error": str(exc.detail)}
+        return FastJSON(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
@@ -245,62 +353,119 @@ def build_app(service: ModelService, *, title: str = "esteira gateway") -> FastA
 
     async def predict_input(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
                             ) -> PredictRequest | RequestValidationError:
-        """Body and auth of the predict routes in one dependency (each dependency level costs FastAPI a
-        solve per request), in FastAPI's order of refusals: body not JSON, then auth; the envelope's own
-        errors are raised by the route, after FastAPI's header checks."""
-        body = await read_predict_body(request)
+        """Auth and body of the predict routes in one dependency (each dependency level costs FastAPI a
+        solve per request): the token first, so nothing of a refused request's body is read; the envelope's
+        own errors are raised by the route, after FastAPI's header checks."""
         if config.predict_token:
             check_bearer(_header(credentials), config.predict_token, scope="prediction")
-        return body
+        return await read_predict_body(request, config)
 
     async def admin_auth(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if config.admin_token:
             check_bearer(_header(credentials), config.admin_token, scope="admin")
 
+    async def feedback_auth(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+        """The scope that lets a label in (stored with it): labels decide retraining, so the feedback token or
+        the admin token, never the predict token alone; with neither configured, the predict token as for
+        predictions, and with no token at all, open (the embedded default on 127.0.0.1)."""
+        tokens = [(scope, token) for scope, token in (("feedback", config.feedback_token),
+                                                       ("admin", config.admin_token)) if token]
+        if not tokens:
+            if config.predict_token:
+                check_bearer(_header(credentials), config.predict_token, scope="feedback")
+                return "predict"
+            return "open"
+        refusal: GatewayError | None = None
+        for scope, token in tokens:
+            try:
+                check_bearer(_header(credentials), token, scope="feedback")
+                return scope
+            except GatewayError as exc:
+                refusal = exc
+        raise refusal  # type: ignore[misc]
+
+    async def feedback_body(request: Request, _scope: str = Depends(feedback_auth)) -> FeedbackRequest:
+        """The feedback body, read once the token is checked (FastAPI solves ``feedback_auth`` once per
+        request and hands the route the same scope)."""
+        return validate_feedback_body(await read_json(request, config))
+
     # -- Open Inference Protocol v2 ------------------------------------------------------------------------
 
-    @app.get("/v2/health/live", tags=["v2"])
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    @app.get("/v2/health/live", tags=["v2"], response_model=ServerLive)
+    async def live() -> Response:
+        return FastJSON({"live": True})
 
-    @app.get("/v2/health/ready", tags=["v2"], responses={503: {"description": "Not ready; body says why."}})
-    async def ready() -> Response:
-        ok, detail = service.ready()
-        return FastJSON(detail, status_code=200 if ok else 503)
+    @app.get("/v2/health/ready", tags=["v2"], response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "Not ready."}},
+             openapi_extra={"security": [{}]})  # the bearer is optional here (it adds the admin detail)
+    async def ready(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
+        """Open to probes: ``ready`` and ``status`` (ok, degraded, not_ready) only. With the admin token, the
+        detail of ``/v1/admin/status`` (served versions, refused loads and why, the registry's error)."""
+        admin = bool(config.admin_token) and bearer_matches(_header(credentials), config.admin_token)
+        ok, status = service.ready(detail=admin)
+        return FastJSON(status, status_code=200 if ok else 503)
 
-    @app.get("/v2", tags=["v2"])
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": "esteira", "version": "1", "extensions": []}
+    @app.get("/v2", tags=["v2"], response_model=ServerMetadata)
+    async def server_metadata() -> Response:
+        return FastJSON({"name": "esteira", "version": "1", "extensions": [EXTENSION]})
 
-    @app.get("/v2/models/{name}", tags=["v2"], response_model=ModelMetadata, responses=ERRORS,
-             dependencies=[Depends(predict_auth)])
+    @app.get("/v2/models/{name}", tags=["v2"], response_model=ModelMetadata,
+             responses=responses(401, 404, 409, 422, 503), dependencies=[Depends(predict_auth)])
     async def model_metadata(name: str = NAME) -> Response:
         return FastJSON(await service.metadata(name))
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], response_model=ModelMetadata, responses=ERRORS,
-             dependencies=[Depends(predict_auth)])
+    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], response_model=ModelMetadata,
+             responses=responses(401, 404, 409, 422, 503), dependencies=[Depends(predict_auth)])
     async def version_metadata(name: str = NAME, version: int = VERSION) -> Response:
         return FastJSON(await service.metadata(name, version))
 
-    @app.get("/v2/models/{name}/ready", tags=["v2"], responses={404: {"model": ErrorResponse}})
+    @app.get("/v2/models/{name}/ready", tags=["v2"], response_model=ModelReady, responses=responses(404, 422))
     async def model_ready(name: str = NAME) -> Response:
-        ok = service.model_ready(name)
-        return FastJSON({"name": name, "ready": ok}, status_code=200 if ok else 404)
+        return _readiness(name, None)
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], responses={404: {"model": ErrorResponse}})
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], response_model=ModelReady,
+             responses=responses(404, 422))
     async def version_ready(name: str = NAME, version: int = VERSION) -> Response:
-        ok = service.model_ready(name, version)
-        return FastJSON({"name": name, "version": str(version), "ready": ok}, status_code=200 if ok else 404)
+        return _readiness(name, version)
 
-    @app.post("/v2/models/{name}/infer", tags=["v2"], response_model=InferResponse, responses=ERRORS,
-              dependencies=[Depends(predict_auth)])
-    async def infer(body: InferRequest, name: str = NAME) -> Response:
-        return FastJSON(await service.infer(name, body))
+    def _readiness(name: str, version: int | None) -> Response:
+        body: dict[str, Any] = {"name": name, **({"version": str(version)} if version is not None else {}),
+                                "ready": service.model_ready(name, version)}
+        if body["ready"]:
+            return FastJSON(body)
+        known = version is not None and service.model_ready(name)
+        what = f"model {name!r}" + (f" version {version}" if known else "")
+        return FastJSON({"error": f"{what} is not served", "field": "version" if known else "name", **body},
+                        status_code=404)
+
+    # The infer routes read their body themselves, after auth: JSON, or JSON followed by binary tensors
+    # (gateway.v2_binary), with or without a content-type (tritonclient sends none).
+    async def infer_body(request: Request) -> InferRequest:
+        raw = await read_body(request, config.max_body_bytes)
+        body = parse_infer_request(raw, request.headers.get(HEADER))
+        check_tensor_strings(body, len(raw), config)
+        return body
+
+    def infer_answer(result: dict[str, Any], body: InferRequest) -> Response:
+        binary = binary_outputs(body)
+        if not binary:
+            return FastJSON(result)
+        content, header_size = encode_response(result, binary)
+        return Response(content, media_type=MEDIA_TYPE, headers={"Inference-Header-Content-Length": str(header_size)})
+
+    @app.post("/v2/models/{name}/infer", tags=["v2"], response_model=InferResponse,
+              responses=responses(400, 401, 404, 409, 413, 422, 503), dependencies=[Depends(predict_auth)],
+              openapi_extra=INFER_BODY_DOC)
+    async def infer(request: Request, name: str = NAME) -> Response:
+        body = await infer_body(request)
+        return infer_answer(await service.infer(name, body), body)
 
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], response_model=InferResponse,
-              responses=ERRORS, dependencies=[Depends(predict_auth)])
-    async def infer_version(body: InferRequest, name: str = NAME, version: int = VERSION) -> Response:
-        return FastJSON(await service.infer(name, body, version=version))
+              responses=responses(400, 401, 404, 409, 413, 422, 503), dependencies=[Depends(predict_auth)],
+              openapi_extra=INFER_BODY_DOC)
+    async def infer_version(request: Request, name: str = NAME, version: int = VERSION) -> Response:
+        body = await infer_body(request)
+        return infer_answer(await service.infer(name, body, version=version), body)
 
     # -- plain JSON ----------------------------------------------------------------------------------------
 
@@ -323,27 +488,35 @@ def build_app(service: ModelService, *, title: str = "esteira gateway") -> FastA
         return FastJSON(await service.predict(name, body, version=version, request_id=x_request_id))
 
     @app.post("/v1/models/{name}/feedback", tags=["v1"], response_model=FeedbackResponse, responses=ERRORS,
-              dependencies=[Depends(predict_auth)])
-    async def feedback(body: FeedbackRequest, name: str = NAME) -> Response:
-        return FastJSON(await service.feedback(name, body), status_code=202)
+              status_code=202, openapi_extra=FEEDBACK_BODY_DOC)
+    async def feedback(request: Request, body: FeedbackRequest = Depends(feedback_body), name: str = NAME,
+                       scope: str = Depends(feedback_auth),
+                       x_feedback_source: str | None = Header(default=None, max_length=64)) -> Response:
+        client = request.client.host if request.client else None
+        return FastJSON(await service.feedback(name, body, scope=scope, client=client, source=x_feedback_source),
+                        status_code=202)
 
-    @app.get("/v1/models", tags=["v1"], dependencies=[Depends(predict_auth)])
+    @app.get("/v1/models", tags=["v1"], response_model=ModelList, responses=responses(401),
+             dependencies=[Depends(predict_auth)])
     async def list_models() -> Response:
         return FastJSON(service.models())
 
     # -- operations ----------------------------------------------------------------------------------------
 
-    @app.get("/metrics", tags=["admin"], dependencies=[Depends(admin_auth)],
-             responses={200: {"content": {"text/plain": {}}}})
+    @app.get("/metrics", tags=["admin"], dependencies=[Depends(admin_auth)], response_class=Response,
+             responses={200: {"description": "Prometheus text format", "content": {"text/plain": {
+                 "schema": {"type": "string"}}}}, **responses(401)})
     async def metrics() -> Response:
-        service.ready()  # refreshes the registry gauge
+        service.ready(detail=False)  # refreshes the registry gauge
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
-    @app.get("/v1/admin/status", tags=["admin"], dependencies=[Depends(admin_auth)])
+    @app.get("/v1/admin/status", tags=["admin"], response_model=GatewayStatus, responses=responses(401),
+             dependencies=[Depends(admin_auth)])
     async def admin_status() -> Response:
         return FastJSON(service.ready()[1])
 
-    @app.post("/v1/admin/reload", tags=["admin"], dependencies=[Depends(admin_auth)])
+    @app.post("/v1/admin/reload", tags=["admin"], response_model=GatewayStatus, responses=responses(401),
+              dependencies=[Depends(admin_auth)])
     async def admin_reload() -> Response:
         """Poll the registry now instead of waiting for the next tick."""
         await service.manager.poll_now()

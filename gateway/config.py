@@ -28,13 +28,32 @@ class GatewayConfig(BaseModel):
     )
     poll_interval_s: float | None = Field(default=None, gt=0, description="Registry poll period (default: settings).")
     pinned_cache_size: int = Field(default=4, ge=1, description="Versions kept loaded for pinned-version routes.")
+    pinned_cold_loads: int = Field(
+        default=2, ge=1, description="Versions a replica loads at once for pinned-version routes; a request for one "
+        "more version not yet loaded gets 503 with Retry-After instead of queueing another load.")
     refused_retry_s: float = Field(default=60.0, gt=0, description="Wait before retrying a refused version.")
     predict_token: str | None = Field(default=None, description="Bearer token for predictions (default: settings).")
     admin_token: str | None = Field(default=None, description="Bearer token for admin and /metrics (default: settings).")
+    feedback_token: str | None = Field(
+        default=None, description="Bearer token for feedback (default: settings). The admin token is accepted too; "
+        "with neither set, feedback takes the predict token, as predictions do.")
+    feedback_horizon_s: float | None = Field(
+        default=None, gt=0, description="Labels are accepted for answers at most this old (default: settings, 7 days).")
+    feedback_index_size: int = Field(
+        default=100_000, ge=0, description="Recent answers each replica remembers in memory for feedback checks (about "
+        "185 bytes each); older ones, and other replicas' answers, are looked up in the inference log.")
+    feedback_wait_s: float | None = Field(
+        default=None, ge=0, description="A label whose request id is not known yet waits this long for another "
+        "replica's log write before it is refused (default: the log's flush interval + 0.5 s, at most 5 s).")
     inference_log_uri: str | None = Field(default=None, description="Inference log root (default: settings).")
     log_inference: bool = True
     log_buffer_size: int = Field(default=100_000, ge=1, description="Requests held before logging drops.")
-    log_flush_interval_s: float = Field(default=5.0, gt=0, description="Micro-batch period of the log writer.")
+    log_flush_interval_s: float = Field(
+        default=1.0, gt=0, description="The log writer writes what it holds at least this often: a replica killed "
+        "loses at most this long of traffic (see log_max_unflushed_records).")
+    log_max_unflushed_records: int = Field(
+        default=10_000, ge=1, description="Records (requests or labels) held unwritten that make the writer write at "
+        "once, before the flush interval: the other bound on what a killed replica loses.")
     profile_window_s: int = Field(default=3600, ge=1, description="Width of one whylogs profile window.")
     profile_in_subprocess: bool = Field(
         default=True, description="Compute the whylogs window profiles in a child process of the replica (from the "
@@ -53,6 +72,14 @@ class GatewayConfig(BaseModel):
     inline_lookup_max_rows: int = Field(
         default=8, ge=0, description="Entity-key reads of up to this many entities from a local (SQLite) online store "
         "run on the event loop (a thread hop costs more than the read); network stores always use a thread.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest request body read (413 past it, checked on "
+        "Content-Length before reading; a chunked body is cut off at the cap). Decoding JSON holds 15 to 36 times "
+        "the body in memory (tests/test_gateway_hardening.py measures it), so this also bounds a request's memory. "
+        "8 MiB fits 10,000 rows of 14 features (3 MiB).")
+    max_string_chars: int = Field(
+        default=4096, ge=1, description="Longest string (feature value, entity key, label, object key) a body may "
+        "carry: 422 naming the field, before any array is built or anything is logged.")
 
     def to_args(self) -> dict[str, Any]:
         """The dict a Ray Serve deployment is bound with (JSON-friendly, so YAML configs can carry it)."""
@@ -71,5 +98,7 @@ class GatewayConfig(BaseModel):
             "poll_interval_s": self.poll_interval_s or settings.gateway_poll_interval_s,
             "predict_token": self.predict_token or secret(settings.gateway_predict_token),
             "admin_token": self.admin_token or secret(settings.gateway_admin_token),
+            "feedback_token": self.feedback_token or secret(settings.gateway_feedback_token),
+            "feedback_horizon_s": self.feedback_horizon_s or settings.feedback_horizon_s,
             "inference_log_uri": self.inference_log_uri or settings.resolved_inference_log_uri,
         })

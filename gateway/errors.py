@@ -12,10 +12,15 @@ class GatewayError(Exception):
 
     status_code = 500
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str] | None:
+        """``Retry-After`` when the refusal is temporary and the client may try again later."""
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else None
 
     def body(self) -> dict[str, str]:
         """The JSON error body. ``error`` is the Open Inference Protocol's key; ``field`` is ours."""
@@ -51,3 +56,9 @@ class Unavailable(GatewayError):
 
 class Unauthorized(GatewayError):
     status_code = 401
+
+
+class BodyTooLarge(GatewayError):
+    """The body is larger than the gateway reads (``GatewayConfig.max_body_bytes``); nothing past the cap is read."""
+
+    status_code = 413

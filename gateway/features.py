@@ -88,19 +88,25 @@ class FeastLookup:
         from feature_repo.online import online_lookup
         from feature_repo.services import FeatureServiceNotFound
 
+        # The store's own errors name paths, hosts and library internals: logged here, never sent to a client.
         try:
             store = self._open()
-        except Exception as exc:  # noqa: BLE001 - any failure to open the store is "unavailable"
-            raise Unavailable(f"feature store unavailable: {exc}") from None
+        except Exception:  # noqa: BLE001 - any failure to open the store is "unavailable"
+            log.warning("feature store cannot be opened", exc_info=True)
+            raise Unavailable("the feature store cannot be opened (the gateway's log has the cause)") from None
         try:
             result = online_lookup(store, feature_service, entity_rows, request_data)
-        except FeatureServiceNotFound as exc:
+        except FeatureServiceNotFound:
+            log.warning("feature service %r is not in the feature store", feature_service, exc_info=True)
             raise Unavailable(f"feature service {feature_service!r} of this model is not in the feature "
-                              f"store: {exc}") from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidInput(f"entity lookup refused: {exc}", field="entities") from None
-        except Exception as exc:  # noqa: BLE001 - online store down, connection errors
-            raise Unavailable(f"online feature lookup failed: {type(exc).__name__}: {exc}") from None
+                              "store") from None
+        except (ValueError, TypeError, KeyError):
+            log.warning("feature store refused an entity lookup", exc_info=True)
+            raise InvalidInput("the feature store refused these entity keys (the gateway's log has the cause)",
+                               field="entities") from None
+        except Exception:  # noqa: BLE001 - online store down, connection errors
+            log.warning("online feature lookup failed", exc_info=True)
+            raise Unavailable("online feature lookup failed (the gateway's log has the cause)") from None
         return result.rows, result.found
 
     async def lookup(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]],

@@ -7,7 +7,14 @@ each answers ``/metrics`` for itself; scrape each replica, or aggregate with Ray
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -41,6 +48,12 @@ class GatewayMetrics:
                                   registry=r)
         self.shadow_errors = Counter("esteira_gateway_shadow_errors", "Shadow predictions that failed.",
                                      ["model"], registry=r)
+        self.feedback_rejected = Counter("esteira_gateway_feedback_rejected",
+                                         "Labels refused: no answer with their request id within the horizon.",
+                                         ["model"], registry=r)
+        self.feedback_quarantined = Counter("esteira_gateway_feedback_quarantined",
+                                            "Labels the log could not store as parquet, set aside as JSON lines.",
+                                            registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,11 +6,13 @@ which the service checks (naming the feature at fault). What pydantic checks is 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scalar = str | int | float | bool | None
+MAX_ROWS = 10_000
+"""Most rows (or entities) one request may score."""
 V2Datatype = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
                      "FP32", "FP64", "BYTES"]
 
@@ -50,7 +52,8 @@ class InferInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=256)
-    shape: list[int] = Field(min_length=1, max_length=8)
+    shape: list[Annotated[int, Field(ge=0, le=MAX_ROWS)]] = Field(
+        min_length=1, max_length=8, description=f"Each dimension at most {MAX_ROWS} (the rows a request may carry).")
     datatype: V2Datatype
     data: list[Any]
     parameters: dict[str, Any] | None = None
@@ -74,7 +77,9 @@ class InferOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] = Field(description="Row-major values.")
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="`classes` of a per-class output; `binary_data_size` when sent as binary data.")
 
 
 class InferResponse(BaseModel):
@@ -98,6 +103,78 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
 
 
+class ServerMetadata(BaseModel):
+    """Open Inference Protocol v2 server metadata; ``extensions`` names the protocol extensions served."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ModelReady(BaseModel):
+    """A served model (or version) is ready. A 404 answers with the same fields plus ``error``."""
+
+    name: str
+    version: str | None = None
+    ready: bool
+
+
+class RegistryHealth(BaseModel):
+    ok: bool
+    error: str | None = None
+    last_ok_at: float | None = None
+    degraded_since: float | None = None
+
+
+class ServedVersion(BaseModel):
+    version: int
+    flavor: str
+    loaded_at: float | None = None
+
+
+class Readiness(BaseModel):
+    """The open readiness probe's answer. With the admin token ``/v2/health/ready`` answers :class:`GatewayStatus`,
+    which has these two fields too."""
+
+    ready: bool
+    status: Literal["ok", "degraded", "not_ready"]
+
+
+class GatewayStatus(BaseModel):
+    """Readiness (``/v2/health/ready``): ``ready`` and ``status``; with the admin token (and on the admin
+    routes) also the registry's health, what is served and what was refused."""
+
+    ready: bool
+    status: Literal["ok", "degraded", "not_ready"]
+    registry: RegistryHealth | None = None
+    models: dict[str, ServedVersion] | None = Field(default=None, description="`name@alias`: the version serving it.")
+    refused: dict[str, str] | None = Field(default=None, description="`name:version`: why the gateway refused to "
+                                           "load it.")
+    project: str | None = None
+    missing: list[str] | None = Field(default=None, description="Configured models not served yet.")
+
+
+class ServedModel(BaseModel):
+    version: int
+    flavor: str
+    task: str | None = None
+    feature_service: str | None = None
+    inputs: list[dict[str, Any]]
+    entity_keys: list[dict[str, Any]]
+    request_data: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    classes: list[Any] | None = None
+    shadow_version: int | None = None
+
+
+class ModelList(BaseModel):
+    models: dict[str, ServedModel] = Field(description="Each served model's production version and signature.")
+
+
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +189,12 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"request_id": "3f0c...", "label": 1},
         {"items": [{"request_id": "3f0c...", "row": 0, "label": 1}, {"request_id": "9a1d...", "label": 0}]},
+    ], "oneOf": [  # the two forms _one_form accepts, so the OpenAPI document refuses what it refuses
+        {"title": "one label", "required": ["request_id", "label"], "properties": {
+            "request_id": {"type": "string"}, "label": {"type": ["string", "integer", "number", "boolean"]},
+            "items": {"type": "null"}}},
+        {"title": "many labels", "required": ["items"], "properties": {
+            "items": {"type": "array"}, "request_id": {"type": "null"}}},
     ]})
 
     request_id: str | None = Field(default=None, min_length=1, max_length=128)
@@ -134,6 +217,12 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
+    """What became of the labels (answered with 202: they are written within the log's flush interval)."""
+
     model: str
-    accepted: int
-    dropped: int
+    accepted: int = Field(description="Labels queued for the inference log, each as the model's class.")
+    dropped: int = Field(description="Labels lost because the log's buffer was full (or logging is off).")
+    rejected: int = Field(default=0, description="Labels left out: their request id is not an answer this gateway "
+                          "knows of within the feedback horizon (an answer from another replica becomes known once "
+                          "that replica has written its log: retry these after the flush interval).")
+    rejected_request_ids: list[str] = Field(default_factory=list, description="The request ids of `rejected`.")

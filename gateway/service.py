@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from core.inference_log import canonical_label
+from gateway.answered import AnsweredRequests, UnknownRequest
 from gateway.batching import MicroBatcher
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, InvalidInput, ModelNotFound
@@ -30,7 +32,7 @@ from gateway.features import FeatureLookup, entity_request, features_for
 from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord
 from gateway.metrics import GatewayMetrics
 from gateway.models import LoadedModel, ModelManager
-from gateway.schemas import FeedbackRequest, InferRequest, PredictRequest
+from gateway.schemas import MAX_ROWS, FeedbackRequest, InferRequest, PredictRequest
 from gateway.signature import (
     output_rows,
     rows_to_columns,
@@ -41,16 +43,19 @@ from gateway.signature import (
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS = 10_000
+MAX_SOURCE_CHARS = 64
+"""Longest caller-supplied feedback source kept in a label's ``sender``."""
 
 
-def _label_key(label: Any) -> str:
-    """Labels compare by value across JSON types: 1, 1.0 and true are the same class."""
-    if isinstance(label, (bool, np.bool_)):
-        label = int(label)
-    if isinstance(label, (float, np.floating)) and float(label).is_integer():
-        label = int(label)
-    return str(label)
+def feedback_sender(scope: str, client: str | None, source: str | None = None) -> str:
+    """Who sent a label, as stored with it: ``<token scope>@<client address>``, then `` <source>`` when the
+    caller named one (``X-Feedback-Source``: printable ASCII, at most :data:`MAX_SOURCE_CHARS`)."""
+    sender = f"{scope}@{client or 'unknown'}"
+    if source:
+        clean = "".join(ch for ch in source if " " <= ch <= "~")[:MAX_SOURCE_CHARS].strip()
+        if clean:
+            sender = f"{sender} {clean}"
+    return sender
 
 
 def new_request_id() -> str:
@@ -62,13 +67,19 @@ class ModelService:
 
     def __init__(self, config: GatewayConfig, manager: ModelManager, *, metrics: GatewayMetrics | None = None,
                  inference_log: InferenceLogger | None = None, features: FeatureLookup | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 answered: AnsweredRequests | None = None, clock: Callable[[], float] = time.time) -> None:
+        from core.settings import FEEDBACK_HORIZON_S
+
         self.config = config
         self.manager = manager
         self.metrics = metrics or GatewayMetrics()
         self.inference_log = inference_log
         self.features = features
         self.clock = clock
+        # without a log to look in (tests, log off): this replica's own answers only
+        self.answered = answered or AnsweredRequests(config.feedback_horizon_s or FEEDBACK_HORIZON_S,
+                                                     max_recent=config.feedback_index_size,
+                                                     flush_interval_s=config.log_flush_interval_s, clock=clock)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.batcher = MicroBatcher(config.batch_max_rows) if config.batch_max_rows > 1 else None
         # Set by the Ray Serve deployment, whose process this is; never in someone else's process (tests, tools).
@@ -87,6 +98,7 @@ class ModelService:
     @classmethod
     def from_config(cls, config: GatewayConfig) -> ModelService:
         """The real thing: registry from the config's URL, Feast lookup, inference log under the log root."""
+        from core.settings import FEEDBACK_HORIZON_S
         from registry import Registry
 
         config = config.resolved()
@@ -107,15 +119,21 @@ class ModelService:
         if config.log_inference:
             inference_log = InferenceLogger(
                 config.inference_log_uri or "", buffer_size=config.log_buffer_size,
-                flush_interval_s=config.log_flush_interval_s, profile_window_s=config.profile_window_s,
-                profile_process=config.profile_in_subprocess,
-                on_drop=lambda n: metrics.log_dropped.inc(n), on_error=metrics.log_errors.inc)
+                flush_interval_s=config.log_flush_interval_s, max_unflushed_records=config.log_max_unflushed_records,
+                profile_window_s=config.profile_window_s, profile_process=config.profile_in_subprocess,
+                on_drop=lambda n: metrics.log_dropped.inc(n), on_error=metrics.log_errors.inc,
+                on_quarantine=lambda n: metrics.feedback_quarantined.inc(n))
+        answered = AnsweredRequests(
+            config.feedback_horizon_s or FEEDBACK_HORIZON_S, max_recent=config.feedback_index_size,
+            log_root=config.inference_log_uri if config.log_inference else None,
+            flush_interval_s=config.log_flush_interval_s)
         features = None
         if config.feast_lookup:
             from gateway.features import FeastLookup
 
             features = FeastLookup(inline_max_rows=config.inline_lookup_max_rows, project=config.project)
-        return cls(config, manager, metrics=metrics, inference_log=inference_log, features=features)
+        return cls(config, manager, metrics=metrics, inference_log=inference_log, features=features,
+                   answered=answered)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -147,21 +165,26 @@ class ModelService:
 
     # -- health ---------------------------------------------------------------------------------------------
 
-    def ready(self) -> tuple[bool, dict[str, Any]]:
+    def ready(self, *, detail: bool = True) -> tuple[bool, dict[str, Any]]:
         """Ready when every model it should serve has a loaded version: the configured ones, or, serving
         everything, once a whole registry poll has completed (a replica half-way through its first load
         pass must not take traffic for a model it has not loaded yet). A registry outage does not make a
-        replica unready (it still answers with what it holds): it shows as ``status: degraded``."""
-        status = self.manager.status()
+        replica unready (it still answers with what it holds): it shows as ``status: degraded``.
+
+        ``detail=False`` is the public probe's answer: ``ready`` and ``status``, nothing else. The detail
+        (served versions, refusal reasons, the registry's error text, the project folder) names paths, hashes
+        and exception text, so it is for the admin token only."""
+        health = self.manager.health
         served = self.manager.served()
-        self.metrics.registry_up.set(1 if status["registry"]["ok"] else 0)
+        self.metrics.registry_up.set(1 if health.ok else 0)
         expected = self.config.models or []
         missing = [name for name in expected if name not in served]
-        ever_reached = status["registry"]["last_ok_at"] is not None
-        ready = bool(served) and not missing if expected else ever_reached
-        status["ready"] = ready
-        status["status"] = "ok" if ready and status["registry"]["ok"] else ("degraded" if ready else "not_ready")
-        status["project"] = self.project_root
+        ready = bool(served) and not missing if expected else health.last_ok_at is not None
+        state = "ok" if ready and health.ok else ("degraded" if ready else "not_ready")
+        if not detail:
+            return ready, {"ready": ready, "status": state}
+        status = self.manager.status()
+        status.update(ready=ready, status=state, project=self.project_root)
         if missing:
             status["missing"] = missing
         return ready, status
@@ -292,6 +315,7 @@ class ModelService:
     def _after(self, model: LoadedModel, rid: str, columns: dict[str, np.ndarray],
                outputs: dict[str, np.ndarray], *, shadow: bool) -> None:
         now = self.clock()
+        self.answered.add(model.name, rid, now)  # feedback may name this request from now on
         if self.inference_log is not None:
             try:
                 self.inference_log.log_prediction(PredictionRecord(rid, now, model.name, model.version,
@@ -358,31 +382,81 @@ class ModelService:
 
     # -- feedback -------------------------------------------------------------------------------------------
 
-    async def feedback(self, name: str, body: FeedbackRequest) -> dict[str, Any]:
-        """Queue ground-truth labels for earlier predictions (joined by request id in the inference log)."""
-        model = self.manager.current(name)
-        if model is None:
-            raise ModelNotFound(f"model {name!r} is not served", field="name")
-        classes = model.signature.get("classes")
-        items = body.all_items()
-        regression = model.signature.get("task") == "regression"
-        allowed = {_label_key(c) for c in classes} if classes else None
-        for index, item in enumerate(items):
-            where = "label" if body.items is None else f"items[{index}].label"
-            if regression and (isinstance(item.label, bool) or not isinstance(item.label, (int, float))):
-                raise InvalidInput(f"label {item.label!r} is not a number ({name!r} is a regression model)",
-                                   field=where)
-            if allowed is not None and _label_key(item.label) not in allowed:
-                raise InvalidInput(f"label {item.label!r} is not a class of {name!r} ({sorted(allowed)})",
-                                   field=where)
-        accepted = dropped = 0
+    async def feedback(self, name: str, body: FeedbackRequest, *, scope: str = "open", client: str | None = None,
+                       source: str | None = None) -> dict[str, Any]:
+        """Queue ground-truth labels for earlier answers (joined by request id in the inference log).
+
+        Every label is checked before any is queued: it must be a class of the model (or a number for a
+        regression), and is stored as that class (``1``, ``"1"``, ``true`` all become the class ``1``), so one
+        model's labels share one type in the log. Its request id must be one this gateway answered within
+        the feedback horizon (:mod:`gateway.answered`): a single label for another id is a 404 naming it; in
+        a batch such labels are left out and listed (``rejected``, ``rejected_request_ids``). Each stored
+        label carries its ``sender`` (:func:`feedback_sender`): ``scope`` is the token that let it in.
+        """
+        try:
+            model = self.manager.current(name)
+            if model is None:
+                raise ModelNotFound(f"model {name!r} is not served", field="name")
+            items = body.all_items()
+            labels = self._feedback_labels(model, items, batch=body.items is not None)
+            unknown = await self._unanswered(name, [item.request_id for item in items])
+            if unknown and body.items is None:
+                raise UnknownRequest(self.answered.not_known_message(name, unknown[0]), field="request_id")
+        except GatewayError as exc:
+            if isinstance(exc, UnknownRequest):
+                self.metrics.feedback_rejected.labels(name).inc()
+            self._count_error(name, "feedback", exc)
+            raise
+        refused = set(unknown)
+        sender = feedback_sender(scope, client, source)
+        accepted = dropped = rejected = 0
         now = self.clock()
-        for item in items:
+        for item, label in zip(items, labels, strict=True):
+            if item.request_id in refused:
+                rejected += 1
+                continue
             ok = self.inference_log is not None and self.inference_log.log_feedback(
-                FeedbackRecord(item.request_id, item.row, item.label, now, name))
+                FeedbackRecord(item.request_id, item.row, label, now, name, sender))
             accepted += int(bool(ok))
             dropped += int(not ok)
-        return {"model": name, "accepted": accepted, "dropped": dropped}
+        if rejected:
+            self.metrics.feedback_rejected.labels(name).inc(rejected)
+        return {"model": name, "accepted": accepted, "dropped": dropped, "rejected": rejected,
+                "rejected_request_ids": unknown}
+
+    @staticmethod
+    def _feedback_labels(model: LoadedModel, items: list[Any], *, batch: bool) -> list[Any]:
+        """Each item's label as the model's class (a float for a regression); a 422 names the first that is not."""
+        classes = model.signature.get("classes")
+        task = model.signature.get("task")
+        labels = []
+        for index, item in enumerate(items):
+            try:
+                labels.append(canonical_label(item.label, classes, task))
+            except ValueError as exc:
+                where = f"items[{index}].label" if batch else "label"
+                raise InvalidInput(f"model {model.name!r}: {exc}", field=where) from None
+        return labels
+
+    async def _unanswered(self, name: str, request_ids: list[str]) -> list[str]:
+        """The ids (each once) no replica is known to have answered within the horizon: this replica's memory
+        first, then the inference log (file reads, in a worker thread). Ids still unknown are looked for again
+        for up to ``feedback_wait_s``: a label sent right after its answer often reaches another replica
+        before the answering one has written its log (within its flush interval). The log's listing is read
+        at most once per flush interval (:class:`gateway.answered.LoggedAnswers`), however often this looks."""
+        unknown = self.answered.unknown_recent(name, request_ids)
+        if not unknown or self.answered.logged is None:
+            return unknown
+        unknown = await asyncio.to_thread(self.answered.unknown_logged, name, unknown)
+        wait = self.config.feedback_wait_s
+        wait = min(self.config.log_flush_interval_s + 0.5, 5.0) if wait is None else wait
+        deadline = time.monotonic() + wait
+        while unknown and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, max(self.config.log_flush_interval_s / 2, 0.05)))
+            unknown = self.answered.unknown_recent(name, unknown)
+            if unknown:
+                unknown = await asyncio.to_thread(self.answered.unknown_logged, name, unknown)
+        return unknown
 
     # -- metrics --------------------------------------------------------------------------------------------
 

@@ -103,6 +103,8 @@ def check_value(spec: InputSpec, value: Any, where: str) -> Any:
         if isinstance(value, float):
             if not value.is_integer():
                 raise InvalidInput(f"feature {spec.name!r} must be an integer, got {value!r}", field=where)
+            if abs(value) >= 2**63:  # orjson reads an integer past 64 bits as the nearest float: -2**63 - 1 too
+                raise InvalidInput(f"feature {spec.name!r} is out of range for {dtype}", field=where)
             value = int(value)
         limit = 2**31 if dtype == "int32" else 2**63
         if not -limit <= value < limit:

@@ -1,7 +1,8 @@
 """The predict routes read their body by hand (orjson + envelope checks): same answers as FastAPI's body model.
 
 Every body the hand check accepts must be what pydantic would have built; everything else goes the
-pydantic way, so errors keep FastAPI's locations and messages.
+pydantic way, so errors keep FastAPI's locations and messages. The body is JSON whatever content type
+the client declares.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 
-from gateway.app import _PREDICT_ADAPTER, _fast_predict_body, _slow_predict_body, build_app
+from gateway.app import _PREDICT_ADAPTER, _fast_predict_body, _validate_predict_body, build_app, decode_json
 from gateway.config import GatewayConfig
+from gateway.errors import InvalidInput
 from gateway.models import ModelManager
 from gateway.service import ModelService
 
@@ -41,14 +43,22 @@ def test_fast_envelope_check_agrees_with_pydantic(body: Any) -> None:
 
 
 def test_slow_path_reports_fastapi_errors() -> None:
-    with pytest.raises(RequestValidationError) as info:
-        _slow_predict_body(b"{", "application/json")
-    assert info.value.errors()[0]["loc"] == ("body", 1)
-    missing = _slow_predict_body(b"", "application/json")
-    assert isinstance(missing, RequestValidationError) and missing.errors()[0]["msg"] == "Field required"
-    extra = _slow_predict_body(b'{"inputz": {}}', "application/json")
+    extra = _validate_predict_body(decode_json(b'{"inputz": {}}'))
     assert isinstance(extra, RequestValidationError) and extra.errors()[0]["loc"] == ("body", "inputz")
-    assert isinstance(_slow_predict_body(b'{"inputs": {}}', "text/plain"), RequestValidationError)
+    wrong = _validate_predict_body(decode_json(b'{"inputs": 5}'))
+    assert isinstance(wrong, RequestValidationError) and wrong.errors()[0]["loc"][:2] == ("body", "inputs")
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[" * 20_000, b'{"inputs": "\xe9"}'])
+def test_a_body_that_is_not_json_is_refused_naming_the_body(raw: bytes) -> None:
+    with pytest.raises(InvalidInput) as info:
+        decode_json(raw)
+    assert info.value.field == "body"
+
+
+def test_json_that_only_the_standard_library_reads_is_still_accepted() -> None:
+    assert decode_json(b'{"inputs": {"a": NaN, "b": 123456789012345678901234567890}}')["inputs"]["b"] == \
+        123456789012345678901234567890
 
 
 def test_openapi_still_documents_the_predict_body() -> None:

@@ -194,7 +194,7 @@ class LoadLoop:
 
 
 def test_hot_swap_under_load_has_no_failed_or_stalled_request(sqlite_app: Served) -> None:
-    registry, (v1, v2, v3) = sqlite_app.registry, sqlite_app.versions
+    registry, (_v1, v2, v3) = sqlite_app.registry, sqlite_app.versions
     delays = {}
     with LoadLoop(sqlite_app.url) as load:
         time.sleep(1.0)

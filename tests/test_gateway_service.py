@@ -51,10 +51,11 @@ def make_service(registry: Any, home: Path, **overrides: Any) -> ModelService:
 
 @pytest.fixture
 def churn(registry: Any, models: dict[str, Any]) -> Any:
-    """``churn`` v1 (production) and v2 (registered, not promoted)."""
+    """``churn`` v1 (production) and v2 (staging: servable by number, not served by the production alias)."""
     v1 = registry.register_version("churn", models["v1"], signature=SIGNATURE_NUMERIC)
-    registry.register_version("churn", models["v2"], signature=SIGNATURE_NUMERIC)
+    v2 = registry.register_version("churn", models["v2"], signature=SIGNATURE_NUMERIC)
     registry.promote("churn", v1.version, reason="first")
+    registry.promote("churn", v2.version, alias="staging", reason="to try by number")
     return registry
 
 
@@ -203,21 +204,26 @@ def test_tampered_artifact_is_refused_and_audited(client: TestClient, churn: Any
     event = [e for e in churn.history("churn") if e.action == "load_refused"][-1]
     assert event.to_version == v3.version and "IntegrityError" in event.reason
     assert predict(client, {"inputs": ROW}).json()["version"] == 1  # the old version keeps serving
-    status = client.get("/v2/health/ready").json()
+    status = client.get("/v1/admin/status").json()  # the refusal's detail is for the admin token only
     assert f"churn:{v3.version}" in status["refused"]
     pinned = predict(client, {"inputs": ROW}, f"/v1/models/churn/versions/{v3.version}/predict")
     assert pinned.status_code == 409 and pinned.json()["field"] == "version"
     assert 'esteira_gateway_load_refused_total{model="churn"}' in client.get("/metrics").text
 
 
-def test_untrusted_artifact_is_refused(client: TestClient, churn: Any) -> None:
+def test_untrusted_artifact_is_refused(client: TestClient, churn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import skops.io as sio
 
+    from core.settings import get_settings
     from registry.flavors.base import get_flavor
 
-    untrusted = sio.dumps({"payload": Path("/etc/passwd")})  # a type outside the allow-list
+    untrusted = sio.dumps({"payload": Path("/etc/passwd")})  # a type outside the trusted list
+    monkeypatch.setenv("ESTEIRA_TRUSTED_TYPES", "pathlib.PosixPath")  # trusted when registered, not when loaded
+    get_settings.cache_clear()
     mv = churn.register_artifact("churn", untrusted, flavor="sklearn", file_name=get_flavor("sklearn").file_name,
                                  signature=SIGNATURE_NUMERIC)
+    monkeypatch.delenv("ESTEIRA_TRUSTED_TYPES")
+    get_settings.cache_clear()
     churn.promote("churn", mv.version)
     wait_for(lambda: any(e.action == "load_refused" and e.to_version == mv.version for e in churn.history("churn")))
     assert predict(client, {"inputs": ROW}).json()["version"] == 1
@@ -235,7 +241,8 @@ def test_registry_unreachable_keeps_serving_and_recovers(churn: Any, esteira_hom
         service.manager._registry_factory, service.manager._registry = down, None
         wait_for(lambda: client.get("/v2/health/ready").json()["status"] == "degraded")
         ready = client.get("/v2/health/ready")
-        assert ready.status_code == 200 and "unreachable" in ready.json()["registry"]["error"]
+        assert ready.status_code == 200 and ready.json() == {"ready": True, "status": "degraded"}
+        assert "unreachable" in client.get("/v1/admin/status").json()["registry"]["error"]
         for _ in range(20):
             assert predict(client, {"inputs": ROW}).status_code == 200
         assert "esteira_gateway_registry_up 0.0" in client.get("/metrics").text

@@ -152,7 +152,7 @@ def test_the_gateway_answers_per_task_and_documents_each_model(trained: dict[str
     body = price_path["requestBody"]["content"]["application/json"]
     assert set(body["examples"]["inline"]["value"]["inputs"]) == {"size", "rooms", "zone", "discount"}
     inputs = doc["components"]["schemas"]["price_inputs"]
-    assert inputs["properties"]["rooms"]["anyOf"][0] == {"type": "integer"}
+    assert inputs["properties"]["rooms"]["anyOf"][0] == {"type": "integer", "minimum": -2**63, "maximum": 2**63 - 1}
     assert inputs["properties"]["zone"]["anyOf"][0] == {"type": "string"}
     assert inputs["required"] == ["size", "rooms", "zone", "discount"]
     assert "prediction" in str(doc["components"]["schemas"]["price_predict_response"])
