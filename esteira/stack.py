@@ -19,6 +19,10 @@ Project: the worker, the Ray head and the gateway get ``ESTEIRA_PROJECT`` (absol
 worker starts, from a schedule, the UI or an event trigger, acts on that project unless its ``project``
 parameter says otherwise.
 
+Exposure: the Ray head requires Ray's token authentication (a token under ``<home>/ray/``, passed to the worker
+and through it to every flow run) and listens on loopback only (:func:`core.ray_runtime.stack_ray_env`). The
+gateway off loopback needs its tokens (:mod:`gateway.exposure`), checked before anything starts.
+
 The same functions serve the CLI (:mod:`esteira.commands.stack`), the end-to-end demo and the tests.
 POSIX only (process groups, ``fcntl``), like the rest of the local tooling.
 """
@@ -43,6 +47,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from core.ray_runtime import stack_ray_env, use_ray_env
 from core.settings import ESTEIRA_ROOT, Settings, get_settings
 
 WORK_POOL = "esteira-local"
@@ -576,28 +581,34 @@ def gateway_url(settings: Settings | None = None) -> str:
 
 # Ray Serve's HAProxy ingress with direct ingress: see gateway/launch.py for what it gives and costs.
 # Serve reads these in its controller, so they must be in the Ray head's environment.
-# Ray 2.60 turns token auth on for `ray start` clusters; this one listens for this machine's own
-# processes (see the README's security notes), so auth is off and clients must say the same.
-RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-RAY_HEAD_ENV = {**RAY_CLIENT_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_HEAD_ENV = {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _start_ray(s: Settings, env: dict[str, str], root: Path) -> int:
-    """A Ray head in the foreground of its own process group (``--block``), so that stopping the group
-    stops exactly this cluster, never another Ray on the machine (``ray stop`` would kill them all).
+def ray_client_env(settings: Settings | None = None) -> dict[str, str]:
+    """What a process needs to join the stack's Ray head: its token and loopback-only mode
+    (:func:`core.ray_runtime.stack_ray_env`), and no ``uv run`` worker environment (the head shares this
+    interpreter). The worker gets it, so every flow run it starts does too."""
+    return {**stack_ray_env(_settings(settings)), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 
-    Logical CPUs are one more than the cores: the gateway's replica reserves none, and Tune trials
-    should be able to use every core while it serves.
+
+def start_ray_head(settings: Settings | None = None, *, env: dict[str, str] | None = None,
+                   root: Path | None = None) -> int:
+    """Start the stack's Ray head; returns the pid of ``ray start``, the leader of its session.
+
+    In the foreground of its own session (``--block``), so that stopping it stops exactly this cluster, never
+    another Ray on the machine (``ray stop`` would kill them all). Token authentication on, loopback only
+    (:func:`ray_client_env`). Logical CPUs are one more than the cores: the gateway's replica reserves none,
+    and Tune trials should be able to use every core while it serves.
     """
+    s = _settings(settings)
+    env = env if env is not None else child_env(s)
+    root = root or find_project_dir()
     if _port_open("127.0.0.1", s.stack_ray_port):
         raise StackError(f"port {s.stack_ray_port} is in use by a process esteira did not start; "
                          "stop it or set ESTEIRA_STACK_RAY_PORT")
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    # Its own temp dir: `ray start` records itself in <temp dir>/ray_current_cluster, and every later
-    # bare `ray.init()` on the machine would join the default one's (/tmp/ray) cluster instead of
-    # starting its own. Short, because Ray's socket paths must fit in 107 bytes.
-    temp_dir = Path(tempfile.gettempdir()) / f"esteira-ray-{s.stack_ray_port}"
+    temp_dir = ray_temp_dir(s)
     args = [ray_cli, "start", "--head", "--block", f"--port={s.stack_ray_port}", "--node-ip-address=127.0.0.1",
             f"--temp-dir={temp_dir}",
             f"--num-cpus={(os.cpu_count() or 1) + 1}", "--include-dashboard=false", "--disable-usage-stats"]
@@ -607,14 +618,44 @@ def _start_ray(s: Settings, env: dict[str, str], root: Path) -> int:
     # longer base breaks HAProxy's 97-byte limit on the socket path.)
     haproxy_ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
                      "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
-    return _spawn(args, log_path=logs_dir(s) / "ray-head.log", title="ray start --head",
-                  env={**env, **RAY_HEAD_ENV, **haproxy_ports}, cwd=root)
+    head_env = {**env, **RAY_HEAD_ENV, **ray_client_env(s), **haproxy_ports}
+    head_env.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the token file
+    return _spawn(args, log_path=logs_dir(s) / "ray-head.log", title="ray start --head", env=head_env, cwd=root)
+
+
+def ray_temp_dir(settings: Settings | None = None) -> Path:
+    """The stack's Ray temp dir (sessions, logs, sockets). Its own: `ray start` records itself in
+    <temp dir>/ray_current_cluster, and every later bare `ray.init()` on the machine would join the default
+    one's (/tmp/ray) cluster instead of starting its own. Short, because Ray's socket paths must fit in 107
+    bytes."""
+    return Path(tempfile.gettempdir()) / f"esteira-ray-{_settings(settings).stack_ray_port}"
+
+
+def stop_ray_head(pid: int | None) -> bool:
+    """Stop the Ray head :func:`start_ray_head` started (True if it ran). ``ray start --block`` does not act on
+    SIGTERM, and Ray's workers leave its process group but not its session: the session is killed."""
+    if not (pid and pid_running(pid, RAY_MARK)):
+        return False
+    _kill_session(pid)
+    return True
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def check_gateway_exposure(settings: Settings | None = None) -> str | None:
+    """:func:`gateway.exposure.check_settings` for the stack's gateway, as a :class:`StackError`; the warning
+    to show when ``ESTEIRA_GATEWAY_INSECURE`` allows open routes off loopback."""
+    from gateway.exposure import ExposureError, check_settings
+
+    s = _settings(settings)
+    try:
+        return check_settings(s.gateway_host, settings=s)
+    except ExposureError as exc:
+        raise StackError(str(exc)) from None
 
 
 def deploy_gateway(settings: Settings | None = None, *, timeout: float = 120.0) -> str:
@@ -630,7 +671,7 @@ def deploy_gateway(settings: Settings | None = None, *, timeout: float = 120.0) 
 
     s = _settings(settings)
     if not ray.is_initialized():
-        ensure_ray(local_ray_address(s))
+        ensure_ray(local_ray_address(s))  # with the stack's token (core.ray_runtime.is_stack_address)
     url = deploy(host=s.gateway_host, port=s.gateway_port, replicas=1, replica_cpus=0)
     _wait(lambda: _http_ok(f"{url}/v2/health/live"), timeout, f"gateway at {url}")
     return url
@@ -646,7 +687,7 @@ def _http_ok(url: str) -> bool:
 def _start_serving(s: Settings, info: StackInfo, env: dict[str, str], root: Path, timeout: float) -> None:
     """Ray head (reused if it runs) and the gateway on it; the worker's flows then train on this cluster."""
     if not (info.ray_pid and pid_running(info.ray_pid, RAY_MARK)):
-        info.ray_pid = _start_ray(s, env, root)
+        info.ray_pid = start_ray_head(s, env=env, root=root)
         info.ray_address = local_ray_address(s)
         info.logs["ray"] = str(logs_dir(s) / "ray-head.log")
         _write_stack(s, info)
@@ -654,8 +695,9 @@ def _start_serving(s: Settings, info: StackInfo, env: dict[str, str], root: Path
     _wait(lambda: _port_open("127.0.0.1", s.stack_ray_port), timeout, "Ray head",
           lambda: _alive(ray_pid, RAY_MARK), logs_dir(s) / "ray-head.log", ray_pid)
     env["ESTEIRA_RAY_ADDRESS"] = info.ray_address or local_ray_address(s)
-    env.update(RAY_CLIENT_ENV)
-    os.environ.update(RAY_CLIENT_ENV)  # this process deploys the gateway as a client of that cluster
+    env.update(ray_client_env(s))
+    env.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the token file
+    use_ray_env(ray_client_env(s))  # this process deploys the gateway as a client of that cluster
 
 
 def start_stack(
@@ -681,6 +723,8 @@ def start_stack(
     """
     s = _settings(settings)
     root = find_project_dir(project_dir)
+    if serving:
+        check_gateway_exposure(s)
     t0 = time.monotonic()
     with _locked(s):
         previous = read_stack(s)
@@ -750,10 +794,9 @@ def stop_stack(settings: Settings | None = None, *, timeout: float = 20.0) -> li
         processes = (("worker", info.worker_pid, WORKER_MARK), ("server", info.server_pid, SERVER_MARK),
                      ("ray", info.ray_pid, RAY_MARK))
         for role, pid, mark in processes:
-            if role == "ray" and pid and pid_running(pid, mark):
-                # `ray start --block` does not act on SIGTERM; its processes only hold session files.
-                _kill_session(pid)
-                stopped.append(role)
+            if role == "ray":
+                if stop_ray_head(pid):
+                    stopped.append(role)
             elif pid and _terminate(pid, mark, timeout):
                 stopped.append(role)
         stack_file(s).unlink(missing_ok=True)

@@ -159,15 +159,15 @@ def scoring_plan(registry: Registry, project: Project, model: str | None, entiti
 
 @flow(name="batch-score", log_prints=True)
 def batch_score_flow(model: str | None = None, entities: str | None = None, output: str | None = None,
-                     mode: str = "offline", timestamp: str | None = None, project: str | None = None,
-                     database_url: str | None = None) -> dict[str, Any]:
+                     mode: str = "offline", timestamp: str | None = None, project: str | None = None
+                     ) -> dict[str, Any]:
     """Score a parquet/CSV of entities (path relative to the project, or a URI) with a registered model
     (``name@alias`` or ``name:version``); writes parquet and a ``batch-score`` artifact. Without a model, every
     model of the project that has a production version scores its spec's label source (the daily deployment).
     """
     from prefect.artifacts import create_markdown_artifact
 
-    registry = Registry.from_url(database_url)
+    registry = Registry.from_url()  # the settings' registry: a URL with a password is never a parameter
     results: dict[str, Any] = {}
     try:
         resolved = optional_project(project)

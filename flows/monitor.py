@@ -5,7 +5,10 @@ stored at registration) and its monitoring policy; read the target; score drift 
 performance on the labelled rows; decide none / warn / retrain; write the report to the registry;
 publish the drift table and picture; on a retrain decision outside the cool-down, emit the
 ``esteira.model.retrain-requested`` event (a Prefect server's deployment trigger starts retraining)
-or, with no server, run the retrain flow in-process. The report records which run was started.
+or, with no server, run the retrain flow in-process. The report records which run was started, or that a
+retrain was requested: an event is confirmed when a run of the retrain flow for it is seen (the run writes
+its id on the report when it starts; the next pass also looks for runs still waiting for a worker), and a
+request left unconfirmed past a short grace is taken as lost, so the next retrain decision asks again.
 
 :func:`run_monitor` is the procedure as a plain function (tests, the CLI); :func:`monitor` is the
 Prefect flow around it, whose registry and log reads and registry writes are retried tasks.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,18 @@ from core.project import Project, current_project, optional_project
 from flows.errors import TrainingInputError
 from flows.features import FeastFetcher, FeatureFetcher, read_rows
 from flows.monitoring import report as reporting
-from flows.monitoring.decision import NONE, RETRAIN, Decision, active_cooldown, as_utc, decide
+from flows.monitoring.decision import (
+    EVENT_PREFIX,
+    NONE,
+    RETRAIN,
+    STARTED,
+    Decision,
+    active_cooldown,
+    as_utc,
+    decide,
+    lost_requests,
+    retrain_status,
+)
 from flows.monitoring.drift import DriftResult, feature_drift
 from flows.monitoring.performance import PerformanceResult, window_performance
 from flows.monitoring.policy import MonitoringPolicy, TriggerMode, resolve_policy
@@ -37,9 +51,11 @@ from flows.monitoring.trigger import (
     RETRAIN_EVENT,
     TriggerResult,
     emit_retrain_event,
+    find_retrain_runs,
     resolve_mode,
     retrain_payload,
     run_direct,
+    server_configured,
 )
 from flows.reporting import LogReporter, Reporter
 from flows.spec import ModelSpec, load_spec, models_with_alias, resolve_spec
@@ -215,6 +231,7 @@ class MonitorOutcome:
     triggered_run: str | None
     trigger_mode: str | None
     picture: str | None
+    retrain: str | None = None  # None, 'requested' (no run seen yet) or 'started'
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -309,9 +326,49 @@ def _record(registry: Registry, report: MonitoringReport) -> MonitoringReport:
     return registry.record_report(report)
 
 
-def _retrain_in_cooldown(registry: Registry, ctx: MonitorContext, now: datetime) -> MonitoringReport | None:
+def confirm_requests(registry: Registry, reports: list[MonitoringReport]) -> list[MonitoringReport]:
+    """``reports`` with each event request that has a run of the retrain flow by now marked as started (its
+    ``triggered_run`` becomes the run's id). The run writes its id itself when it starts; this also confirms a
+    run still queued behind another retrain or waiting for a worker. Asks Prefect only when there is a request
+    to confirm and a server to ask."""
+    requested = [r for r in reports if r.triggered_run and r.triggered_run.startswith(EVENT_PREFIX)]
+    if not requested or not server_configured():
+        return reports
+    since = min(as_utc(r.created_at) for r in requested) - timedelta(minutes=5)  # clocks of two services
+    runs = find_retrain_runs([r.id for r in requested if r.id is not None], since)
+    confirmed = {
+        report_id: registry.update_report(report_id, triggered_run=run_id,
+                                          reason=_with_note(report.reason, f"retrain run {run_id} confirmed"))
+        for report in requested if (report_id := report.id) is not None and (run_id := runs.get(report_id))
+    }
+    return [confirmed.get(r.id, r) for r in reports]  # type: ignore[arg-type]
+
+
+def _with_note(reason: str, note: str) -> str:
+    return (f"{reason}; {note}" if reason else note)[:4000]
+
+
+def _retrain_in_cooldown(registry: Registry, ctx: MonitorContext, now: datetime
+                         ) -> tuple[MonitoringReport | None, list[MonitoringReport]]:
+    """(the report holding the cool-down, if any; the requests taken as lost)."""
     recent = registry.reports(ctx.model_name, decision=RETRAIN, since=now - ctx.policy.cooldown, limit=20)
-    return active_cooldown(recent, ctx.policy, now)
+    recent = confirm_requests(registry, recent)
+    return active_cooldown(recent, ctx.policy, now), lost_requests(recent, ctx.policy, now)
+
+
+def _give_up_lost(registry: Registry, lost: list[MonitoringReport], asked_again: int | None, policy: MonitoringPolicy
+                  ) -> None:
+    """Mark requests that never got a run: nothing was started for them (``triggered_run`` None, as for a decision
+    held by the cool-down), and the reason says which report asked again. Should the run still appear, it writes
+    its id on the report when it starts."""
+    for report in lost:
+        if report.id is None:
+            continue
+        note = (f"retrain request {report.triggered_run} saw no run of the retrain flow within "
+                f"{policy.request_grace_minutes:g} min (was the Prefect server reachable?)")
+        if asked_again is not None:
+            note += f"; report {asked_again} asked again"
+        registry.update_report(report.id, triggered_run=None, reason=_with_note(report.reason, note))
 
 
 def act(
@@ -343,7 +400,8 @@ def act(
             return TriggerResult(
                 "event", None, "retrain event not emitted: Prefect is not emitting events here"
             )
-        return TriggerResult("event", run, f"emitted {RETRAIN_EVENT} ({run})")
+        return TriggerResult("event", run, f"retrain requested: emitted {RETRAIN_EVENT} ({run}); it holds the "
+                                           "cool-down once a run of the retrain flow is seen")
     return (retrainer or run_direct)(payload, spec)
 
 
@@ -407,18 +465,26 @@ def run_monitor(
     scorer = _scorer(registry, ctx)
     assessment = assess(ctx, target, scorer=scorer)
 
-    blocking = None
+    blocking: MonitoringReport | None = None
+    lost: list[MonitoringReport] = []
     if assessment.decision.decision == RETRAIN:
-        blocking = step(_retrain_in_cooldown, registry, ctx, now, name="check-cooldown", retries=2)
+        blocking, lost = step(_retrain_in_cooldown, registry, ctx, now, name="check-cooldown", retries=2)
     will_trigger = assessment.decision.decision == RETRAIN and blocking is None
     reason = assessment.reason
     if blocking is not None:
         started = as_utc(blocking.created_at)
-        reason += (
-            f"; cool-down: retrain {blocking.triggered_run} was started by report {blocking.id} at "
-            f"{started.isoformat(timespec='seconds')}, no retrain before "
-            f"{(started + ctx.policy.cooldown).isoformat(timespec='seconds')}"
-        )
+        if retrain_status(blocking.triggered_run) == STARTED:
+            reason += (
+                f"; cool-down: retrain {blocking.triggered_run} was started by report {blocking.id} at "
+                f"{started.isoformat(timespec='seconds')}, no retrain before "
+                f"{(started + ctx.policy.cooldown).isoformat(timespec='seconds')}"
+            )
+        else:
+            reason += (
+                f"; cool-down: report {blocking.id} requested a retrain at {started.isoformat(timespec='seconds')} "
+                f"({blocking.triggered_run}), no run seen yet; asked again if none by "
+                f"{(started + ctx.policy.request_grace).isoformat(timespec='seconds')}"
+            )
     report = step(
         _record,
         registry,
@@ -478,6 +544,9 @@ def run_monitor(
             name="update-report",
             retries=2,
         )
+    if lost:
+        step(_give_up_lost, registry, lost, report.id if will_trigger else None, ctx.policy, name="give-up-lost",
+             retries=2)
 
     picture: Path | None = None
     png: bytes | None = None
@@ -542,6 +611,7 @@ def run_monitor(
         triggered_run=report.triggered_run,
         trigger_mode=done.mode if done else None,
         picture=str(picture) if picture else None,
+        retrain=retrain_status(report.triggered_run),
     )
 
 
@@ -559,7 +629,6 @@ def monitor(
     alias: str = "production",
     trigger: TriggerMode | None = None,
     project: str | None = None,
-    database_url: str | None = None,
     frame: Any = None,
 ) -> dict[str, Any]:
     """Monitor a model: gateway traffic in ``[start, end)`` (default: the policy's window up to now), or a
@@ -569,14 +638,16 @@ def monitor(
     version behind ``alias`` (what the scheduled deployment does).
 
     ``policy`` overrides fields of the spec's monitoring policy (e.g. ``{"min_rows": 500}``);
-    ``trigger`` overrides its trigger mode (auto / event / direct / off).
+    ``trigger`` overrides its trigger mode (auto / event / direct / off). The registry is the settings' one
+    (``ESTEIRA_DATABASE_URL`` in the worker's environment): a database URL carries a password, and Prefect
+    stores and shows a run's parameters.
     Artifacts: ``monitor-<model>-drift`` (table), ``monitor-<model>-report`` (markdown with the picture).
     """
     from prefect.runtime import flow_run
 
     from flows.reporting import PrefectReporter
 
-    registry = Registry.from_url(database_url)
+    registry = Registry.from_url()
     try:
         names = [model_name] if model_name else models_with_alias(registry, current_project(project), alias)
         outcomes = {

@@ -114,11 +114,11 @@ def _largest_difference(a: Any, b: Any) -> float:
 
 
 @flow(name="reproduce", log_prints=True)
-def reproduce_flow(ref: str, database_url: str | None = None) -> dict[str, Any]:
+def reproduce_flow(ref: str) -> dict[str, Any]:
     """Retrain a registered version from its lineage; fails if the data, params or metrics differ."""
     from prefect.artifacts import create_markdown_artifact
 
-    registry = Registry.from_url(database_url)
+    registry = Registry.from_url()  # the settings' registry: a URL with a password is never a parameter
     try:
         result = reproduce(ref, registry=registry)
     finally:

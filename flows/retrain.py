@@ -5,8 +5,9 @@ holdout and the promotion rule are the training procedure's (:func:`flows.train.
 retrain is held to exactly the bar of any training. What this adds: which spec to use (the one
 production was trained with, so a retrain does not silently change the model's definition), the
 reason and scores it was started for, and the link back to the monitoring report: the report gets
-this run's id (``triggered_run``) when it starts and the outcome when it ends, including "data
-failed validation, production unchanged".
+this run's id (``triggered_run``) when it starts, which confirms the monitor's request (until then the
+request holds the cool-down only briefly, see :mod:`flows.monitoring.decision`), and the outcome when it
+ends, including "data failed validation, production unchanged".
 
 Started by the ``esteira.model.retrain-requested`` event through the retrain deployment's trigger
 (``deployments.yaml``), or in-process by the monitor when there is no Prefect server.
@@ -25,6 +26,7 @@ from prefect import flow
 from core.project import Project, optional_project
 from flows.errors import DataValidationError
 from flows.features import FeatureFetcher
+from flows.monitoring.trigger import RETRAIN_FLOW
 from flows.reporting import LogReporter, Reporter
 from flows.spec import ModelSpec, load_spec, resolve_spec
 from flows.train import Step, TrainResult, direct_step, prefect_step, train
@@ -160,7 +162,7 @@ def run_retrain(
     return RetrainOutcome(status, summary, result.version, result.to_dict())
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name=RETRAIN_FLOW, log_prints=True)
 def retrain(
     model_name: str,
     reason: str = "",
@@ -170,13 +172,13 @@ def retrain(
     spec: str | None = None,
     project: str | None = None,
     parallel: bool = True,
-    database_url: str | None = None,
 ) -> Any:
     """Retrain a model on fresh data because a monitor decided so (``reason``, ``drift_share``,
     ``metric_drop`` and ``report_id`` come from the ``esteira.model.retrain-requested`` event payload).
 
     Ends Failed (with the reason) when the new data fails validation: nothing was registered, and a
-    failed run is what an operator watching the UI or an automation should see.
+    failed run is what an operator watching the UI or an automation should see. The registry is the
+    settings' one (the worker's ``ESTEIRA_DATABASE_URL``), never a parameter: Prefect shows parameters.
     Artifacts: the training flow's (``validation-report``, ``trial-leaderboard``, ``evaluation``).
     """
     from prefect.runtime import flow_run
@@ -184,7 +186,7 @@ def retrain(
 
     from flows.reporting import PrefectReporter
 
-    registry = Registry.from_url(database_url)
+    registry = Registry.from_url()
     try:
         outcome = run_retrain(
             model_name,

@@ -351,13 +351,14 @@ def prefect_step(fn: Callable[..., T], *args: Any, name: str = "", retries: int 
 
 
 @flow(name="train", log_prints=True)
-def train_flow(spec: str | None = None, project: str | None = None, parallel: bool = True,
-               database_url: str | None = None) -> dict[str, Any]:
+def train_flow(spec: str | None = None, project: str | None = None, parallel: bool = True) -> dict[str, Any]:
     """Train the model a spec describes: a spec name of the project's ``specs/`` or a YAML path; no spec
     trains every spec of the project, one after the other (what the nightly deployment does).
 
     ``project``: the project folder (default: ``ESTEIRA_PROJECT`` of the worker, or its working folder).
     Artifacts: ``validation-report``, ``search-progress``, ``trial-leaderboard``, ``evaluation``.
+    The registry is the settings' (``ESTEIRA_DATABASE_URL`` of the run's environment), never a parameter:
+    Prefect stores parameters and shows them in the UI, and a database URL can carry a password.
     """
     from prefect.runtime import flow_run
 
@@ -367,7 +368,7 @@ def train_flow(spec: str | None = None, project: str | None = None, parallel: bo
     names = [spec] if spec else resolved.spec_names()
     if not names:
         raise TrainingInputError(f"project {resolved.root} has no model specs in {resolved.specs_dir}")
-    registry = Registry.from_url(database_url)
+    registry = Registry.from_url()
     run_id = str(flow_run.id) if flow_run.id else None
     results = {}
     try:

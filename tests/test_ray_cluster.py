@@ -24,6 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core.ray_runtime import ray_token_file, token_auth_env
+
 CLIENT = r"""
 import json, ray
 import numpy as np, pandas as pd
@@ -90,14 +92,16 @@ def _sweep(marker: str) -> None:
 
 
 @pytest.fixture
-def two_node_cluster() -> Iterator[str]:
+def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
+    """(the head's address, the environment of its nodes and clients: token authentication on)."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
     temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's unix sockets live under it
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "disabled"}  # a loopback test cluster; Ray 2.60 turns token auth on for `ray start`
+           **token_auth_env(ray_token_file(Path(temp_dir) / "auth_token"))}  # nodes and clients need the token
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
     head = subprocess.Popen(
         [ray_bin, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
@@ -116,7 +120,7 @@ def two_node_cluster() -> Iterator[str]:
             pytest.fail("the Ray head did not come up in 60 s")
         worker = subprocess.Popen([ray_bin, "start", f"--address={address}", *_ports(), *common],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        yield address
+        yield address, env
     finally:
         for proc in (worker, head):
             if proc is not None:
@@ -126,9 +130,9 @@ def two_node_cluster() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_search_runs_across_two_nodes(two_node_cluster: str) -> None:
-    env = {**os.environ, "RAY_ADDRESS": two_node_cluster, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-           "RAY_AUTH_MODE": "disabled"}
+def test_search_runs_across_two_nodes(two_node_cluster: tuple[str, dict[str, str]]) -> None:
+    address, cluster_env = two_node_cluster
+    env = {**cluster_env, "RAY_ADDRESS": address}
     env.pop("ESTEIRA_RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, "-c", CLIENT], env=env, capture_output=True, text=True, timeout=300,
                           check=False)

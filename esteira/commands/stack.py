@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from esteira.commands.common import console, fail
+from esteira.commands.common import InsecureOption, allow_gateway_exposure, console, fail
 
 app = typer.Typer(help="The local Prefect stack (server, work pool, worker, deployments).",
                   no_args_is_help=True)
@@ -27,11 +27,14 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 120.0,
     serving: Annotated[bool, typer.Option("--serving/--no-serving",
                                           help="Also start a Ray head and the gateway on it.")] = True,
+    insecure: InsecureOption = False,
 ) -> None:
     """Start the local stack: Prefect server, work pool, worker and deployments; a Ray head and the
     gateway (idempotent)."""
     from esteira.stack import StackError, start_stack
 
+    if serving:
+        allow_gateway_exposure(None, insecure)
     try:
         with console.status("starting the local Prefect stack..."):
             info = start_stack(deploy_flows=deploy, scheduler=scheduler, timeout=timeout, serving=serving)
@@ -68,11 +71,10 @@ def status(
     env: Annotated[bool, typer.Option("--env", help="Print `export` lines for PREFECT_API_URL etc.")] = False,
 ) -> None:
     """Show whether the stack runs, its URLs, workers and deployments. Exit 1 if it is not up."""
-    from esteira.stack import stack_env, stack_status
+    from esteira.stack import stack_status
 
     if env:
-        for key, value in stack_env().items():
-            typer.echo(f"export {key}={shlex.quote(value)}")
+        print_env()
         return
     state = stack_status()
     info = state.info
@@ -103,6 +105,27 @@ def status(
     console.print(table)
     if not state.up:
         raise typer.Exit(1)
+
+
+SERVER_ONLY = frozenset({"PREFECT_API_DATABASE_CONNECTION_URL"})
+"""Variables only the Prefect server reads: shown masked, as a comment, never exported (a password)."""
+
+
+def print_env() -> None:
+    """``export`` lines that point a shell's ``prefect`` commands and Python at the stack, and its Ray head's
+    client variables (token file, loopback mode) when the stack runs one."""
+    from core.settings import redact_urls
+    from esteira.stack import ray_client_env, read_stack, stack_env
+
+    variables = stack_env()
+    info = read_stack()
+    if info is not None and info.ray_address:
+        variables.update({"ESTEIRA_RAY_ADDRESS": info.ray_address, **ray_client_env()})
+    for key, value in variables.items():
+        if key in SERVER_ONLY:
+            typer.echo(f"# {key}={redact_urls(value)}  (the server's own setting; not exported)")
+        else:
+            typer.echo(f"export {key}={shlex.quote(value)}")
 
 
 def register(root: typer.Typer) -> None:

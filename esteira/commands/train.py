@@ -1,8 +1,10 @@
 """``esteira train ...`` and ``esteira score ...``: the training-side commands.
 
 Each command calls the same plain function a test calls; ``--flow`` runs it as a Prefect flow run instead
-(artifacts in the UI; without ``PREFECT_API_URL`` Prefect starts a temporary server). A training run shows
-what it is doing as it does it: each stage, then a bar of trials done with the best score so far.
+(artifacts in the UI; without ``PREFECT_API_URL`` Prefect starts a temporary server). A ``--database-url``
+reaches a flow run through the environment, never as a parameter (Prefect stores and shows parameters). A
+training run shows what it is doing as it does it: each stage, then a bar of trials done with the best score so
+far.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from esteira.commands.common import (
     err_console,
     open_registry,
     print_result,
+    registry_in_environment,
     user_errors,
 )
 
@@ -98,7 +101,8 @@ def run(
         if as_flow:
             from flows.train import train_flow
 
-            result = train_flow(spec=spec, parallel=not sequential, database_url=database_url)
+            with registry_in_environment(database_url):
+                result = train_flow(spec=spec, parallel=not sequential)
         else:
             from flows.train import train
 
@@ -140,7 +144,8 @@ def reproduce_cmd(
         if as_flow:
             from flows.reproduce import reproduce_flow
 
-            result = reproduce_flow(ref=ref, database_url=database_url)
+            with registry_in_environment(database_url):
+                result = reproduce_flow(ref=ref)
         else:
             from flows.reproduce import reproduce
 
@@ -183,8 +188,9 @@ def score_batch(
         if as_flow:
             from flows.batch_score import batch_score_flow
 
-            result = batch_score_flow(model=model, entities=entities, output=output, mode=mode, timestamp=timestamp,
-                                      database_url=database_url)
+            with registry_in_environment(database_url):
+                result = batch_score_flow(model=model, entities=entities, output=output, mode=mode,
+                                          timestamp=timestamp)
         else:
             from flows.batch_score import batch_score
 

@@ -4,8 +4,8 @@
 ``target``       the data to judge: a gateway time window or a batch frame, as a profile and rows;
 ``drift``        per-feature drift against the reference profile, and the dataset-drift share;
 ``performance``  the metric on the labelled rows against the one recorded at evaluation;
-``decision``     none / warn / retrain from the two, and the retrain cool-down;
-``trigger``      a retrain decision becomes a Prefect event, or a direct in-process run;
+``decision``     none / warn / retrain from the two, and the retrain cool-down (requested vs started retrains);
+``trigger``      a retrain decision becomes a Prefect event, or a direct in-process run; finding a request's run;
 ``report``       the picture and the Prefect artifacts a person reads.
 
 The flow that strings them together is :mod:`flows.monitor`; nothing here runs at import.

@@ -1,14 +1,21 @@
 """From drift and performance to a decision (none / warn / retrain), and the retrain cool-down.
 
 Kept pure (no registry, no Prefect) so the rule is read and tested in one place. The cool-down's
-state is the registry itself: the newest report that actually started a retrain (its
-``triggered_run`` is set). No extra table, and it survives restarts and works across processes.
+state is the registry itself: the retrain reports and what their ``triggered_run`` says. No extra table,
+and it survives restarts and works across processes.
+
+A retrain report's ``triggered_run`` is None (nothing asked: trigger off, or held by the cool-down),
+``pending`` (claimed before the trigger, so that a concurrent monitor sees the cool-down), ``event:<id>``
+(requested through the Prefect event, no run seen yet) or the id of a run of the retrain flow (started: the
+run wrote it, or the monitor found it). An emitted event is only a request: emitted while the Prefect server
+is down it is dropped, and nothing ever runs. So a request holds the cool-down for a short grace only; a
+started run holds it for the whole cool-down.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flows.monitoring.drift import DriftResult
 from flows.monitoring.performance import PerformanceResult
@@ -16,6 +23,10 @@ from flows.monitoring.policy import MonitoringPolicy
 from registry.models import MonitoringReport
 
 NONE, WARN, RETRAIN = "none", "warn", "retrain"
+
+CLAIMED = "pending"
+EVENT_PREFIX = "event:"
+REQUESTED, STARTED = "requested", "started"
 
 
 @dataclass(frozen=True)
@@ -68,20 +79,46 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def retrain_status(triggered_run: str | None) -> str | None:
+    """What a report's ``triggered_run`` says: None (nothing asked), ``requested`` (claimed, or an event emitted,
+    and no run seen yet) or ``started`` (a run of the retrain flow)."""
+    if not triggered_run:
+        return None
+    if triggered_run == CLAIMED or triggered_run.startswith(EVENT_PREFIX):
+        return REQUESTED
+    return STARTED
+
+
+def _holds_for(report: MonitoringReport, policy: MonitoringPolicy) -> timedelta | None:
+    status = retrain_status(report.triggered_run)
+    if status is None:
+        return None
+    return policy.cooldown if status == STARTED else min(policy.cooldown, policy.request_grace)
+
+
 def active_cooldown(
     reports: list[MonitoringReport], policy: MonitoringPolicy, now: datetime | None = None
 ) -> MonitoringReport | None:
     """The report whose retrain is still cooling down, if any.
 
-    ``reports`` are the model's recent retrain reports (newest first, as the registry returns them);
-    only those that started a run count, so a decision suppressed by the cool-down does not extend it.
+    ``reports`` are the model's recent retrain reports (newest first, as the registry returns them). A started
+    run holds the cool-down for ``cooldown``; a request with no run seen yet for ``request_grace`` at most; a
+    decision suppressed by the cool-down asked for nothing and does not extend it.
     """
     if policy.cooldown_minutes <= 0:
         return None
     now = now or datetime.now(UTC)
     for report in reports:
-        if not report.triggered_run:
-            continue
-        if now - as_utc(report.created_at) < policy.cooldown:
+        holds = _holds_for(report, policy)
+        if holds is not None and now - as_utc(report.created_at) < holds:
             return report
     return None
+
+
+def lost_requests(
+    reports: list[MonitoringReport], policy: MonitoringPolicy, now: datetime | None = None
+) -> list[MonitoringReport]:
+    """Requests older than the grace with still no run: taken as lost, so that a new decision asks again."""
+    now = now or datetime.now(UTC)
+    return [r for r in reports if retrain_status(r.triggered_run) == REQUESTED
+            and now - as_utc(r.created_at) >= policy.request_grace]

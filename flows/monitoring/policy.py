@@ -87,6 +87,13 @@ class MonitoringPolicy(BaseModel):
         ge=0,
         description="After a retrain was started, further retrain decisions start nothing.",
     )
+    request_grace_minutes: float = Field(
+        default=5.0,
+        ge=0,
+        description="A retrain requested through the Prefect event, with no run of the retrain flow seen yet, holds "
+        "the cool-down this long (the automation creates the run within seconds). After it the request is taken "
+        "as lost (the server was down, the event dropped) and the next retrain decision asks again.",
+    )
     trigger: TriggerMode = Field(
         default="auto",
         description="'event': emit the Prefect event (a deployment trigger starts retraining); 'direct': run "
@@ -110,6 +117,10 @@ class MonitoringPolicy(BaseModel):
     @property
     def cooldown(self) -> timedelta:
         return timedelta(minutes=self.cooldown_minutes)
+
+    @property
+    def request_grace(self) -> timedelta:
+        return timedelta(minutes=self.request_grace_minutes)
 
 
 def resolve_policy(

@@ -4,18 +4,27 @@ With a Prefect server, the monitor only emits ``esteira.model.retrain-requested`
 deployment's trigger in ``deployments.yaml`` turns the event into a run on a worker, so the monitor
 neither waits for training nor needs to know where it runs. Without a server (embedded, ephemeral
 mode) nothing would listen to the event, so the same decision runs the retrain flow directly.
+
+An emitted event is a request, not a run: Prefect's events client drops what it cannot deliver (a server
+down or restarting). :func:`find_retrain_runs` is how a later monitor pass learns that a run was created for
+a request (:mod:`flows.monitoring.decision` says what an unconfirmed request counts for).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from flows.monitoring.decision import EVENT_PREFIX
 from flows.monitoring.policy import TriggerMode
 
 RETRAIN_EVENT = "esteira.model.retrain-requested"
+RETRAIN_FLOW = "retrain"
+"""The retrain flow's name (:mod:`flows.retrain`): its runs, whichever deployment created them, answer requests."""
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +92,41 @@ def emit_retrain_event(payload: dict[str, Any]) -> str | None:
         resource={"prefect.resource.id": model_resource_id(name), "prefect.resource.name": name},
         payload=payload,
     )
-    return f"event:{event.id}" if event is not None else None
+    return f"{EVENT_PREFIX}{event.id}" if event is not None else None
+
+
+def find_retrain_runs(report_ids: Collection[int], since: datetime) -> dict[int, str]:
+    """Runs of the retrain flow created for these reports (their ``report_id`` parameter) since ``since``,
+    started or still waiting for a worker: report id -> flow run id. Empty when the API cannot be asked: an
+    unanswered request stays unconfirmed, which is the safe side (the next decision asks again).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
+
+    wanted = set(report_ids)
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[RETRAIN_FLOW])),
+                flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+                limit=200,
+            )
+    except Exception as exc:  # noqa: BLE001 - a monitor pass must not fail because Prefect is away
+        log.warning("could not look up retrain runs (%s: %s); requests stay unconfirmed", type(exc).__name__, exc)
+        return {}
+    found: dict[int, str] = {}
+    for run in runs:
+        report_id = run.parameters.get("report_id")
+        if isinstance(report_id, str) and report_id.isdigit():  # a template may render it as text
+            report_id = int(report_id)
+        if report_id in wanted:
+            found.setdefault(report_id, str(run.id))
+    return found
 
 
 def run_direct(payload: dict[str, Any], spec: str | None) -> TriggerResult:
