@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -216,7 +216,16 @@ class AnsweredRequests:
         return self.logged.unknown(model, request_ids, self.clock())
 
     def not_known_message(self, model: str, request_id: str) -> str:
-        horizon = timedelta(seconds=self.horizon_s)
+        horizon = _duration(self.horizon_s)
         return (f"request id {request_id!r} is not an answer of model {model!r} from the last {horizon} that this "
                 f"gateway knows of; an answer from another replica is known once that replica has written its "
                 f"inference log (every {self.flush_interval_s:g} s): retry after that")
+
+
+def _duration(seconds: float) -> str:
+    """``604800`` -> ``7 days``, ``5400`` -> ``90 minutes``: the horizon as a person says it."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} s"

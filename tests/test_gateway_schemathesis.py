@@ -127,7 +127,7 @@ def test_schemathesis_finds_no_server_error_and_no_conformance_failure(gateway_u
     """
     executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     command = [executable, "--no-color", "run", f"{gateway_url}/openapi.json", "--checks", "all",
-               "--header", f"Authorization: Bearer {TOKEN}", "--max-examples", "10", "--max-time", "75",
+               "--header", f"Authorization: Bearer {TOKEN}", "--max-examples", "10", "--max-time", "40",
                "--seed", "1", "--workers", "1", "--request-timeout", "10", "--output-truncate", "false"]
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
