@@ -49,6 +49,7 @@ import yaml
 
 from core.ray_runtime import stack_ray_env, use_ray_env
 from core.settings import ESTEIRA_ROOT, Settings, get_settings
+from gateway.launch import HAPROXY_ENV
 
 WORK_POOL = "esteira-local"
 """The process work pool every deployment in ``deployments.yaml`` targets."""
@@ -579,10 +580,9 @@ def gateway_url(settings: Settings | None = None) -> str:
     return f"http://{_client_host(s.gateway_host)}:{s.gateway_port}"
 
 
-# Ray Serve's HAProxy ingress with direct ingress: see gateway/launch.py for what it gives and costs.
-# Serve reads these in its controller, so they must be in the Ray head's environment.
-RAY_HEAD_ENV = {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+# Ray Serve's HAProxy ingress with direct ingress and its retry policy: see gateway/launch.py for what they
+# give and cost. Serve reads these in its controller, so they must be in the Ray head's environment.
+RAY_HEAD_ENV = {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", **HAPROXY_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def ray_client_env(settings: Settings | None = None) -> dict[str, str]:
@@ -662,17 +662,18 @@ def deploy_gateway(settings: Settings | None = None, *, timeout: float = 120.0) 
     """Deploy the gateway on the stack's Ray cluster from this process; returns its URL.
 
     Serve applications outlive the driver that deployed them, so this process may exit afterwards.
-    The one replica reserves no CPU: on a laptop the cores are shared with training.
+    Two replicas at least (``gateway.launch.default_replicas``), so that one that dies has another to fail
+    over to; they reserve no CPU: on a laptop the cores are shared with training.
     """
     import ray
 
     from core.ray_runtime import ensure_ray
-    from gateway.launch import deploy
+    from gateway.launch import default_replicas, deploy
 
     s = _settings(settings)
     if not ray.is_initialized():
         ensure_ray(local_ray_address(s))  # with the stack's token (core.ray_runtime.is_stack_address)
-    url = deploy(host=s.gateway_host, port=s.gateway_port, replicas=1, replica_cpus=0)
+    url = deploy(host=s.gateway_host, port=s.gateway_port, replicas=default_replicas(), replica_cpus=0)
     _wait(lambda: _http_ok(f"{url}/v2/health/live"), timeout, f"gateway at {url}")
     return url
 

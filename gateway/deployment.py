@@ -23,6 +23,13 @@ Why these options (Ray Serve 2.60, measured on 2 cores):
   service's start): a full collection otherwise walks ~300,000 long-lived objects, 178 ms measured.
 * ``OMP_NUM_THREADS=1`` per replica: HistGradientBoosting otherwise spreads every one-row call over all
   cores and oversubscribes them (313 -> 583 req/s measured in a bare app).
+* ``health_check_period_s=1``: Serve's controller learns that a replica died (``kill -9``, out of memory)
+  only when its pending health check fails, so a replacement starts up to one period after the death
+  (``ray/serve/_private/deployment_state.py``, ``_check_active_health_check``; 2.4 s measured with a 5 s
+  period, ``bench/bench_faults.py``). The check is one trivial actor call per replica per second. The
+  dead replica's requests are not lost meanwhile when another replica is there to take them
+  (``esteira serve`` runs two at least, and HAProxy sends a prediction that got no answer once more, to
+  another replica: ``gateway.launch.HAPROXY_RETRY_ENV``).
 
 The app is built in the replica (``__serve_build_asgi_app__``), after the constructor has built the
 service from its config, so routes, service and config travel to replicas as one plain dict.
@@ -46,16 +53,18 @@ DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {
 
 
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=256, ray_actor_options=DEFAULT_ACTOR_OPTIONS,
-                  health_check_period_s=5, graceful_shutdown_timeout_s=10,
+                  health_check_period_s=1, graceful_shutdown_timeout_s=10,
                   logging_config={"enable_access_log": False})
 @serve.ingress()
 class Gateway:
     """One replica: a :class:`ModelService` (with its registry poll loop and log writer) behind FastAPI."""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
+        from gateway.exposure import check_replica
         from gateway.service import ModelService
 
         gateway_config = GatewayConfig.model_validate(config or {})
+        check_replica(gateway_config)  # off loopback without tokens: refuse to serve, whoever deployed it
         if gateway_config.switch_interval_ms:
             # The replica is our process: its background threads (log writer, whylogs, registry poll) must
             # hand the GIL back to the event loop sooner than Python's 5 ms, or requests queue behind them.

@@ -113,3 +113,35 @@ def serve_app(app: Any, *, timeout_s: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout_s)
+
+
+def replica_pids(root_pid: int) -> list[int]:
+    """The gateway replicas' processes under ``root_pid`` (an ``esteira serve`` process with its own Ray):
+    Ray titles them ``ray::ServeReplica:<app>:<deployment>``."""
+    import psutil
+
+    pids = []
+    for proc in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if proc.cmdline()[:1] and proc.cmdline()[0].startswith("ray::ServeReplica"):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return sorted(pids)
+
+
+def haproxy_replicas(stats_port: int) -> dict[str, str]:
+    """Replica servers in Ray Serve's HAProxy backends and their status (``UP``, ``DOWN``...), from HAProxy's
+    stats page (``RAY_SERVE_HAPROXY_STATS_PORT``); Serve's fallback proxy, a backup server there, left out.
+    Empty while HAProxy does not answer."""
+    import csv
+    import io
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=2) as resp:
+            text = resp.read().decode().lstrip("# ")
+    except OSError:
+        return {}
+    return {row["svname"]: row["status"] for row in csv.DictReader(io.StringIO(text))
+            if row["svname"].startswith("SERVE_REPLICA")}
