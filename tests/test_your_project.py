@@ -171,7 +171,7 @@ def test_a_project_of_its_own_from_init_to_retraining(tmp_path: Path) -> None:
         assert unknown.status_code == 404 and "machine_id=4000" in unknown.json()["error"]
         docs = httpx.get(f"{url}/openapi.json", timeout=30).json()
         assert "/v1/models/failure_mode/predict" in docs["paths"]
-        replica_project = httpx.get(f"{url}/v2/health/ready", timeout=30).json()["project"]
+        replica_project = httpx.get(f"{url}/v1/admin/status", timeout=30).json()["project"]  # the detail, not the probe
         assert replica_project != str(project) and "working_dir" in replica_project  # Ray's unpacked copy
     finally:
         server.terminate()
