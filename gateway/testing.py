@@ -115,6 +115,31 @@ def serve_app(app: Any, *, timeout_s: float = 30.0) -> Iterator[str]:
         thread.join(timeout_s)
 
 
+@contextmanager
+def serve_example_models(home: Any, **config: Any) -> Iterator[str]:
+    """The numeric (``churn``) and mixed-type (``mixed``) example classifiers registered and promoted in a SQLite
+    registry under ``home``, served by the real gateway app over HTTP (:func:`serve_app`; no Ray, no Feast);
+    ``config`` adds :class:`GatewayConfig` fields (tokens). Yields the base URL."""
+    from gateway.app import build_app
+    from gateway.config import GatewayConfig
+    from gateway.service import ModelService
+    from registry import Registry
+
+    registry = Registry.from_url(f"sqlite:///{home}/registry.db", str(home / "artifacts"))
+    try:
+        for name, model, signature in (("churn", numeric_classifier(), SIGNATURE_NUMERIC),
+                                       ("mixed", mixed_classifier(), SIGNATURE_MIXED)):
+            registry.promote(name, registry.register_version(name, model, signature=signature).version)
+        service = ModelService.from_config(GatewayConfig(
+            database_url=registry.url, artifact_root=registry.artifacts.root, inference_log_uri=str(home / "log"),
+            feast_lookup=False, poll_interval_s=0.2, log_flush_interval_s=0.2, profile_in_subprocess=False,
+            **config))
+        with serve_app(build_app(service)) as url:
+            yield url
+    finally:
+        registry.close()
+
+
 def replica_pids(root_pid: int) -> list[int]:
     """The gateway replicas' processes under ``root_pid`` (an ``esteira serve`` process with its own Ray):
     Ray titles them ``ray::ServeReplica:<app>:<deployment>``."""

@@ -25,12 +25,8 @@ from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.service import ModelService
 from gateway.testing import (
-    SIGNATURE_MIXED,
-    SIGNATURE_NUMERIC,
     example_row,
-    mixed_classifier,
-    numeric_classifier,
-    serve_app,
+    serve_example_models,
 )
 
 TOKEN = "schemathesis-token"
@@ -40,23 +36,11 @@ ANSWERED = "answered-before-the-tests"
 
 @pytest.fixture(scope="module")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from registry import Registry
-
-    home: Path = tmp_path_factory.mktemp("schemathesis")
-    registry = Registry.from_url(f"sqlite:///{home}/registry.db", str(home / "artifacts"))
-    for name, model, signature in (("churn", numeric_classifier(), SIGNATURE_NUMERIC),
-                                   ("mixed", mixed_classifier(), SIGNATURE_MIXED)):
-        registry.promote(name, registry.register_version(name, model, signature=signature).version)
-    service = ModelService.from_config(GatewayConfig(
-        database_url=registry.url, artifact_root=registry.artifacts.root, inference_log_uri=str(home / "log"),
-        feast_lookup=False, predict_token=TOKEN, admin_token=TOKEN, poll_interval_s=0.2, log_flush_interval_s=0.2,
-        profile_in_subprocess=False))
-    with serve_app(build_app(service)) as url:
+    with serve_example_models(tmp_path_factory.mktemp("schemathesis"), predict_token=TOKEN, admin_token=TOKEN) as url:
         answered = httpx.post(f"{url}/v1/models/churn/predict", headers=AUTH,
                               json={"inputs": example_row(), "request_id": ANSWERED})  # feedback refers to it
         answered.raise_for_status()
         yield url
-    registry.close()
 
 
 def infer_body(row: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,15 +22,10 @@ from open_inference.openapi import InferenceRequest, RequestInput
 from open_inference.openapi.client import OpenInferenceClient
 from tritonclient.utils import triton_to_np_dtype
 
-from gateway.app import build_app
-from gateway.config import GatewayConfig
-from gateway.service import ModelService
 from gateway.testing import (
     SIGNATURE_MIXED,
     SIGNATURE_NUMERIC,
-    mixed_classifier,
-    numeric_classifier,
-    serve_app,
+    serve_example_models,
     training_frame,
 )
 
@@ -47,20 +41,8 @@ def auth() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from registry import Registry
-
-    home: Path = tmp_path_factory.mktemp("v2-clients")
-    registry = Registry.from_url(f"sqlite:///{home}/registry.db", str(home / "artifacts"))
-    for name, model, signature in (("churn", numeric_classifier(), SIGNATURE_NUMERIC),
-                                   ("mixed", mixed_classifier(), SIGNATURE_MIXED)):
-        registry.promote(name, registry.register_version(name, model, signature=signature).version)
-    service = ModelService.from_config(GatewayConfig(
-        database_url=registry.url, artifact_root=registry.artifacts.root, inference_log_uri=str(home / "log"),
-        feast_lookup=False, predict_token=TOKEN, poll_interval_s=0.2, log_flush_interval_s=0.2,
-        profile_in_subprocess=False))
-    with serve_app(build_app(service)) as url:
+    with serve_example_models(tmp_path_factory.mktemp("v2-clients"), predict_token=TOKEN) as url:
         yield url
-    registry.close()
 
 
 @pytest.fixture(scope="module")
