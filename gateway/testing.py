@@ -116,9 +116,9 @@ def serve_app(app: Any, *, timeout_s: float = 30.0) -> Iterator[str]:
 
 
 @contextmanager
-def serve_example_models(home: Any, **config: Any) -> Iterator[str]:
-    """The numeric (``churn``) and mixed-type (``mixed``) example classifiers registered and promoted in a SQLite
-    registry under ``home``, served by the real gateway app over HTTP (:func:`serve_app`; no Ray, no Feast);
+def serve_example_models(home: Any, numeric: str, mixed: str, **config: Any) -> Iterator[str]:
+    """The numeric and mixed-type example classifiers, named ``numeric`` and ``mixed``, registered and promoted
+    in a SQLite registry under ``home``, served by the real gateway app over HTTP (:func:`serve_app`; no Ray, no Feast);
     ``config`` adds :class:`GatewayConfig` fields (tokens). Yields the base URL."""
     from gateway.app import build_app
     from gateway.config import GatewayConfig
@@ -127,8 +127,8 @@ def serve_example_models(home: Any, **config: Any) -> Iterator[str]:
 
     registry = Registry.from_url(f"sqlite:///{home}/registry.db", str(home / "artifacts"))
     try:
-        for name, model, signature in (("churn", numeric_classifier(), SIGNATURE_NUMERIC),
-                                       ("mixed", mixed_classifier(), SIGNATURE_MIXED)):
+        for name, model, signature in ((numeric, numeric_classifier(), SIGNATURE_NUMERIC),
+                                       (mixed, mixed_classifier(), SIGNATURE_MIXED)):
             registry.promote(name, registry.register_version(name, model, signature=signature).version)
         service = ModelService.from_config(GatewayConfig(
             database_url=registry.url, artifact_root=registry.artifacts.root, inference_log_uri=str(home / "log"),

@@ -36,7 +36,8 @@ ANSWERED = "answered-before-the-tests"
 
 @pytest.fixture(scope="module")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_example_models(tmp_path_factory.mktemp("schemathesis"), predict_token=TOKEN, admin_token=TOKEN) as url:
+    with serve_example_models(tmp_path_factory.mktemp("schemathesis"), "churn", "mixed",
+                              predict_token=TOKEN, admin_token=TOKEN) as url:
         answered = httpx.post(f"{url}/v1/models/churn/predict", headers=AUTH,
                               json={"inputs": example_row(), "request_id": ANSWERED})  # feedback refers to it
         answered.raise_for_status()

@@ -41,7 +41,7 @@ def auth() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_example_models(tmp_path_factory.mktemp("v2-clients"), predict_token=TOKEN) as url:
+    with serve_example_models(tmp_path_factory.mktemp("v2-clients"), "churn", "mixed", predict_token=TOKEN) as url:
         yield url
 
 
