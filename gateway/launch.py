@@ -19,7 +19,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from core.ray_runtime import is_stack_address, job_runtime_env, replica_env_vars, stack_ray_env, use_ray_env
+from core.ray_runtime import (
+    is_stack_address,
+    job_runtime_env,
+    replica_env_vars,
+    skip_uv_worker_env,
+    stack_ray_env,
+    use_ray_env,
+)
 from gateway.config import GatewayConfig
 
 # HAProxy's retry policy. Ray 2.60 renders these two variables into the `defaults` section of the HAProxy
@@ -118,4 +125,5 @@ def connect_for_serving() -> None:
         if is_stack_address(address):  # `esteira up`'s head takes only clients with its token
             use_ray_env(stack_ray_env())
         runtime_env = job_runtime_env(settings.project, address, ship=settings.ray_ship_project)
+        skip_uv_worker_env()
         ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)

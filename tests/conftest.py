@@ -13,9 +13,6 @@ import pytest
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "1")
 os.environ.setdefault("RAY_ACCEPT_CALLS_OUTSIDE_OF_RAY_AUTOSCALER", "1")
-# Under `uv run`, Ray 2.60 starts every worker through `uv run` in a zipped copy of the project
-# (first tasks 9.9 s instead of 2.1 s); a local test cluster shares this interpreter already.
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 PG_ADMIN_URL = os.environ.get("ESTEIRA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -102,7 +99,10 @@ def ray_local() -> Iterator[None]:
     """One local Ray for the whole session (2 CPUs, like CI), shared by training and serving tests."""
     import ray
 
+    from core.ray_runtime import skip_uv_worker_env
+
     if not ray.is_initialized():
+        skip_uv_worker_env()  # as esteira's own ray.init calls do (test_cold_start.py checks they do)
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"WHYLOGS_NO_ANALYTICS": "1"}})
     yield

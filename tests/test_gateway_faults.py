@@ -78,7 +78,7 @@ def served(registry, esteira_home: Path) -> Iterator[Served]:  # noqa: ANN001 - 
     registry.promote(MODEL, version)
     port, stats_port = free_port(), free_port()
     env = {**os.environ, "ESTEIRA_RAY_ADDRESS": "local", "RAY_ADDRESS": "local", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "PYTHONWARNINGS": "ignore",
+           "PYTHONWARNINGS": "ignore",
            # HAProxy's stats and metrics listeners default to fixed ports: free ones, beside any other Ray
            "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
     log = esteira_home.parent / "esteira-serve.log"

@@ -112,7 +112,7 @@ def test_a_project_of_its_own_from_init_to_retraining(tmp_path: Path) -> None:
                             check=False).stdout
     project = tmp_path / "plant"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ESTEIRA_", "PREFECT_API", "RAY_ADDRESS"))}
-    env.update({"COLUMNS": "200", "ESTEIRA_GATEWAY_PORT": str(free_port()), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
+    env.update({"COLUMNS": "200", "ESTEIRA_GATEWAY_PORT": str(free_port())})
     # As on a cluster: the gateway's replicas get the project as Ray ships code (the folder uploaded as their
     # working directory, without .esteira/ and data/), and reach the stores through shared locations.
     home = project / ".esteira"
