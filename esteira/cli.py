@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from esteira import __version__
 from esteira.commands import features, models, monitor, serve, stack, train
 from esteira.commands.common import console, fail
 
@@ -24,6 +23,8 @@ app = typer.Typer(help="esteira: a self-hosted MLOps loop over your project (Fea
 
 def _version_callback(value: bool) -> None:
     if value:
+        from esteira import __version__
+
         console.print(f"esteira {__version__}")
         raise typer.Exit()
 

@@ -8,12 +8,12 @@ a model type with one class and one entry point, and neither the registry nor th
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from registry.errors import FlavorNotFound
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ENTRY_POINT_GROUP = "esteira.flavors"
 
@@ -52,6 +52,8 @@ def check_artifact(flavor: Flavor, data: bytes) -> None:
 
 @lru_cache(maxsize=None)
 def _flavor_classes() -> dict[str, Any]:
+    from importlib.metadata import entry_points  # 0.1 s: only when a flavor is first needed
+
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
