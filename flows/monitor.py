@@ -1,7 +1,8 @@
 """The monitor flow: a window of traffic (or a batch) against the production version's reference.
 
 One run: load the production version, its reference profile (the training set's whylogs profile,
-stored at registration) and its monitoring policy; read the target; score drift per feature and
+stored at registration) and its monitoring policy; compact the inference log's closed hours (a window of
+gateway traffic only); read the target; score drift per feature and
 performance on the labelled rows; decide none / warn / retrain; write the report to the registry;
 publish the drift table and picture; on a retrain decision outside the cool-down, emit the
 ``esteira.model.retrain-requested`` event (a Prefect server's deployment trigger starts retraining)
@@ -46,7 +47,7 @@ from flows.monitoring.decision import (
 from flows.monitoring.drift import DriftResult, feature_drift
 from flows.monitoring.performance import PerformanceResult, window_performance
 from flows.monitoring.policy import MonitoringPolicy, TriggerMode, resolve_policy
-from flows.monitoring.target import Target, from_frame, from_gateway
+from flows.monitoring.target import Target, compact_gateway_log, from_frame, from_gateway
 from flows.monitoring.trigger import (
     RETRAIN_EVENT,
     TriggerResult,
@@ -426,11 +427,14 @@ def run_monitor(
     home: Path | None = None,
     project: Project | str | None = None,
     fetcher: FeatureFetcher | None = None,
+    compact: bool = True,
 ) -> MonitorOutcome:
     """Monitor ``model_name``'s ``alias`` version on a batch (``frame`` / ``batch_uri``) or a time window.
 
     ``trigger`` overrides the policy's trigger mode. ``retrainer`` replaces the in-process retrain
-    run (tests, or a caller with its own runner). Returns the outcome; the registry holds the report.
+    run (tests, or a caller with its own runner). ``compact``: before reading a window, compact the
+    inference log's closed hours (:func:`flows.monitoring.target.compact_gateway_log`). Returns the
+    outcome; the registry holds the report.
     """
     from core.settings import get_settings
 
@@ -450,6 +454,8 @@ def run_monitor(
         name="load-context",
         retries=2,
     )
+    if compact and frame is None and batch_uri is None:
+        step(compact_gateway_log, model_name, name="compact-log")
     target: Target = step(
         read_target,
         ctx,
@@ -630,6 +636,7 @@ def monitor(
     trigger: TriggerMode | None = None,
     project: str | None = None,
     frame: Any = None,
+    compact: bool = True,
 ) -> dict[str, Any]:
     """Monitor a model: gateway traffic in ``[start, end)`` (default: the policy's window up to now), or a
     batch (``batch_uri``: parquet or CSV, relative to the project or a URI; ``frame``: a DataFrame, from
@@ -638,7 +645,9 @@ def monitor(
     version behind ``alias`` (what the scheduled deployment does).
 
     ``policy`` overrides fields of the spec's monitoring policy (e.g. ``{"min_rows": 500}``);
-    ``trigger`` overrides its trigger mode (auto / event / direct / off). The registry is the settings' one
+    ``trigger`` overrides its trigger mode (auto / event / direct / off). ``compact``: compact the inference
+    log's closed hours before reading a window (one file per hour instead of one per replica and second; at
+    most a minute per run, newest hours first). The registry is the settings' one
     (``ESTEIRA_DATABASE_URL`` in the worker's environment): a database URL carries a password, and Prefect
     stores and shows a run's parameters.
     Artifacts: ``monitor-<model>-drift`` (table), ``monitor-<model>-report`` (markdown with the picture).
@@ -666,6 +675,7 @@ def monitor(
                 flow_run_id=str(flow_run.id) if flow_run.id else None,
                 step=prefect_step,
                 project=project,
+                compact=compact,
             ).to_dict()
             for name in names
         }

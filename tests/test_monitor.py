@@ -415,3 +415,62 @@ def test_categorical_drift_needs_a_minimum_effect_size() -> None:
     assert large.features["plan"]["effect"] > 0.1 and large.drifted == ["plan"]
     assert profiles.hellinger({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
     assert profiles.hellinger({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
+
+
+def test_labels_score_as_the_models_classes_whatever_json_type_they_came_as() -> None:
+    """One rule for labels, the gateway's: ``1``, ``1.0``, ``"1"`` and ``true`` are class 1 when scoring too;
+    a label that is no class (``1.5`` used to be truncated to 1) makes the verdict 'undefined', naming it."""
+    frame = make_frame(200, 3)
+    frame["output.probability"] = np.linspace(0, 1, len(frame))
+    frame["output.label"] = (frame["output.probability"] > 0.5).astype(int)
+    policy = MonitoringPolicy(min_labelled=10)
+
+    def judged(labels: list[Any]) -> Any:
+        return window_performance(frame.assign(label=labels), label="label", task="binary", metric="roc_auc",
+                                  baseline={"holdout_roc_auc": 0.8}, policy=policy, classes=[0, 1])
+
+    truth = frame["label"].tolist()
+    as_json = [[1, 1.0, "1", True][i % 4] if v == 1 else [0, 0.0, "0", False][i % 4] for i, v in enumerate(truth)]
+    assert judged(as_json).value == judged(truth).value and judged(truth).status == "ok"
+    for foreign in (1.5, "yes", 2):
+        verdict = judged([foreign, *truth[1:]])
+        assert verdict.status == "undefined" and repr(foreign) in verdict.note
+    regression = window_performance(pd.DataFrame({"label": ["1.5"] * 20, "output.prediction": 1.0}), label="label",
+                                    task="regression", metric="r2", baseline={}, policy=policy)
+    assert regression.status == "undefined" and "not a number" in regression.note
+
+
+def test_a_gateway_window_is_judged_the_same_after_its_log_is_compacted(
+    registry: Any, production: Any, esteira_home: Any
+) -> None:
+    """Compaction turns the window's many files into one per hour; the report's counts, metric and decision
+    do not move."""
+    import time
+
+    from core.inference_log import compact_log
+    from core.settings import get_settings
+    from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    frame = make_frame(300, 8, shift=1.0, plan_p=(0.1, 0.1, 0.8))
+    logger = InferenceLogger(get_settings().resolved_inference_log_uri, profile_window_s=3600)
+    for i, chunk in enumerate(frame.iloc[k : k + 25] for k in range(0, len(frame), 25)):
+        ts = (hour + timedelta(minutes=4 * i)).timestamp()
+        logger.log_prediction(PredictionRecord(f"r{i}", ts, MODEL, production.version, "production",
+                                               {f: chunk[f].to_numpy() for f in FEATURES},
+                                               {"probability": chunk["tenure"].to_numpy() / 100,
+                                                "label": np.zeros(len(chunk), dtype=int)}))
+        for row, label in enumerate(chunk["label"].to_numpy()[:15]):
+            logger.log_feedback(FeedbackRecord(f"r{i}", row, int(label), ts + 60, MODEL))
+        logger.flush()  # one file per flush, as a gateway writes them
+    window: dict[str, Any] = {"start": hour, "end": hour + timedelta(hours=1), "trigger": "off",
+                              "policy": {"min_labelled": 100}}
+    before = run_monitor(MODEL, registry=registry, compact=False, **window)
+    done = compact_log(MODEL, now=time.time() + 4 * 3600)  # as four hours later: the hour written now is closed
+    assert done.files_in == 24 and done.files_out == 2
+    after = run_monitor(MODEL, registry=registry, **window)
+    first, second = registry.reports(MODEL)[::-1]
+    assert (after.n_rows, after.n_labelled, after.decision) == (before.n_rows, before.n_labelled, before.decision)
+    assert (before.n_rows, before.n_labelled) == (300, 180)
+    assert second.performance == first.performance and second.performance["status"] == "ok"
+    assert after.drift_share == before.drift_share == 1.0

@@ -1,7 +1,8 @@
 """Monitoring and continuous training, one small module per step.
 
 ``policy``       what counts as drift or decay, and what to do about it (embeddable in a model spec);
-``target``       the data to judge: a gateway time window or a batch frame, as a profile and rows;
+``target``       the data to judge: a gateway time window or a batch frame, as a profile and rows; the
+                 inference log's compaction before a window is read;
 ``drift``        per-feature drift against the reference profile, and the dataset-drift share;
 ``performance``  the metric on the labelled rows against the one recorded at evaluation;
 ``decision``     none / warn / retrain from the two, and the retrain cool-down (requested vs started retrains);

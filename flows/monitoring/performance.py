@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.inference_log import OUTPUT_PREFIX
+from core.inference_log import OUTPUT_PREFIX, canonical_labels
 from flows.monitoring.policy import MonitoringPolicy
 from flows.tasks import METRICS, OUTPUTS, Task, label_values, needs_two_classes, score
 
@@ -75,16 +75,13 @@ def served_outputs(rows: pd.DataFrame, task: Task, scorer: Scorer | None) -> Map
     return None if scorer is None else scorer(rows)
 
 
-def canonical_labels(task: Task, values: Any, classes: Sequence[Any] | None) -> np.ndarray:
-    """Ground truth as the model's classes: feedback arrives as JSON (``1``, ``1.0``, ``"1"``, ``true``)."""
-    array = np.asarray(values, dtype=object)
-    if task == "regression":
-        return array.astype(np.float64)
-    if classes and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
-        return np.asarray([int(float(v)) if not isinstance(v, bool) else int(v) for v in array], dtype=np.int64)
-    if classes and all(isinstance(c, str) for c in classes):
-        return np.asarray([str(v) for v in array], dtype=object)
-    return label_values(task, array)
+def class_labels(task: Task, values: Any, classes: Sequence[Any] | None) -> np.ndarray:
+    """Ground truth as the model's classes (floats for a regression), by the rule the gateway applies to
+    feedback (:func:`core.inference_log.canonical_labels`): ``1``, ``1.0``, ``"1"`` and ``true`` are class 1;
+    a value that is no class of the model (``1.5``, ``"yes"``, a class of another version) raises
+    :class:`ValueError` naming it, and the window's performance is 'undefined' rather than scored on it."""
+    labels = canonical_labels(values, classes, task, strict=True)
+    return label_values(task, labels.to_numpy(dtype=np.int64) if labels.dtype == "Int64" else labels.to_numpy())
 
 
 def window_performance(
@@ -113,7 +110,7 @@ def window_performance(
         return PerformanceResult("insufficient_labels", metric, n, baseline=base, baseline_key=key,
                                  note=f"{n} labelled rows, fewer than min_labelled={policy.min_labelled}")
     try:
-        y = canonical_labels(task, rows[label].to_numpy(), classes)
+        y = class_labels(task, rows[label].to_numpy(), classes)
     except (TypeError, ValueError) as exc:
         return PerformanceResult("undefined", metric, n, baseline=base, baseline_key=key,
                                  note=f"labels do not match the model's classes: {exc}")

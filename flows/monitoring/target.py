@@ -5,16 +5,25 @@ with the label column and the model's score column named (for performance). For 
 profile is the gateway's own per-window profiles merged (``core.inference_log.read_profile``),
 so drift does not need the raw rows; the rows come from the inference log joined with feedback.
 A batch frame (tests, batch-scored data, a file someone wants checked) is profiled here.
+
+Before a window is read, the monitor compacts the log's closed hours (:func:`compact_gateway_log`): the
+gateway writes a file per replica and second, and every reader of the log pays per file.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
 
 from core import profiles
+
+log = logging.getLogger(__name__)
+
+COMPACT_BUDGET_S = 60.0
+"""How long one monitor run spends compacting at most; what is left is done by the next runs."""
 
 GATEWAY_LABEL = "label"
 """Column of the gateway's inference log holding the feedback (ground truth)."""
@@ -92,3 +101,24 @@ def from_gateway(
         start=start,
         end=end,
     )
+
+
+def compact_gateway_log(model_name: str, *, root: str | None = None, budget_s: float = COMPACT_BUDGET_S
+                        ) -> dict[str, object] | None:
+    """Compact the closed hours of ``model_name``'s inference log (:func:`core.inference_log.compact_log`),
+    newest first, for at most ``budget_s``. Never fails the run: compaction only saves reading time, and a
+    log left as it is stays correct. Returns what was done (None when it failed)."""
+    from dataclasses import asdict
+
+    from core import inference_log
+
+    try:
+        done = inference_log.compact_log(model_name, root=root, budget_s=budget_s)
+    except Exception:  # noqa: BLE001 - the log stays readable as it was; the next run tries again
+        log.exception("compaction of %s's inference log failed; the log is read as it is", model_name)
+        return None
+    if done.files_in or done.removed_leftovers:
+        log.info("compacted %s's inference log: %d files of %d hours into %d (%d rows) in %.1f s%s", model_name,
+                 done.files_in, done.hours, done.files_out, done.rows, done.seconds,
+                 "" if done.finished else "; more next run")
+    return asdict(done)
