@@ -168,6 +168,12 @@ def score_batch(
     output: Annotated[str | None, typer.Option(help="Parquet path or fsspec URI (default under ESTEIRA_HOME).")] = None,
     mode: Annotated[str, typer.Option(help="offline (point-in-time) or online (latest values).")] = "offline",
     timestamp: Annotated[str, typer.Option(help="Column of the moment to read features as of (offline).")] = "",
+    engine: Annotated[str, typer.Option(
+        help="local (one process, one parquet file), ray (Ray Data on the configured cluster, a folder of parquet "
+             "files) or auto (ray for large inputs).")] = "auto",
+    batch_rows: Annotated[int | None, typer.Option(help="Ray engine: entity rows per batch.")] = None,
+    actors: Annotated[int | None, typer.Option(
+        help="Ray engine: scoring actors (default: one per CPU of the cluster but one).")] = None,
     database_url: DbOption = None,
     as_flow: FlowOption = False,
     as_json: JsonOption = False,
@@ -177,6 +183,10 @@ def score_batch(
 
     if mode not in ("offline", "online"):
         fail(f"--mode must be offline or online, not {mode!r}")
+    if engine not in ("auto", "local", "ray"):
+        fail(f"--engine must be auto, local or ray, not {engine!r}")
+    if as_flow and (batch_rows is not None or actors is not None):
+        fail("--batch-rows and --actors apply without --flow (the flow takes the engine's defaults)")
     with user_errors():
         if not entities or not timestamp:
             from flows.spec import resolve_spec
@@ -190,11 +200,13 @@ def score_batch(
 
             with registry_in_environment(database_url):
                 result = batch_score_flow(model=model, entities=entities, output=output, mode=mode,
-                                          timestamp=timestamp)
+                                          timestamp=timestamp, engine=engine)
         else:
-            from flows.batch_score import batch_score
+            from flows.batch_score import DEFAULT_BATCH_ROWS, batch_score
 
             with open_registry(database_url) as registry:
                 result = batch_score(model, entities, output=output, mode=mode,  # type: ignore[arg-type]
-                                     timestamp=timestamp, registry=registry).to_dict()
-    print_result(result, as_json, f"{result['model_name']} v{result['version']}: {result['rows']} rows scored")
+                                     timestamp=timestamp, registry=registry, engine=engine,  # type: ignore[arg-type]
+                                     batch_rows=batch_rows or DEFAULT_BATCH_ROWS, actors=actors).to_dict()
+    print_result(result, as_json, f"{result['model_name']} v{result['version']}: {result['rows']} rows scored "
+                                  f"({result.get('engine', 'local')} engine) -> {result['path']}")
