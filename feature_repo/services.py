@@ -114,9 +114,10 @@ def service_plan(store: FeatureStore, feature_service: str) -> ServicePlan:
     for projection in fs.feature_view_projections:
         view = view_of(store, projection.name)
         on_demand = type(view).__name__ == "OnDemandFeatureView"
+        join_key_map = getattr(projection, "join_key_map", None) or {}
         for col in getattr(view, "entity_columns", []) or []:
-            if not col.name.startswith("__dummy"):
-                keys.setdefault(col.name, str(col.dtype))
+            if not col.name.startswith("__dummy"):  # named as the projection maps it (Feast's join-key map)
+                keys.setdefault(join_key_map.get(col.name, col.name), str(col.dtype))
         for source in getattr(view, "source_request_sources", {}).values():
             for field in source.schema:
                 request.setdefault(field.name, str(field.dtype))
