@@ -11,10 +11,22 @@ its type, every request field and request feature present and of its type (an ``
 ``2475.7``), nothing unknown. After: a row for which the store holds nothing at all is an unknown entity,
 a 404 naming its keys; a row with some features missing is scored with them imputed, as in training.
 
+How the read runs: through the feature service's compiled plan (:func:`feature_repo.online.online_plan`:
+resolved once, then per request only ``OnlineStore.online_read`` per view, the value conversions and the
+on-demand function), the same answers as Feast's ``get_online_features``. One entity of a service of two
+views and an on-demand view (the example project's, SQLite) reads in 0.13-0.14 ms in-process, against
+0.42-0.47 ms through ``get_online_features`` (``tests/test_online_read.py`` holds the two to the same values).
+
 Where the read runs: Feast's online read is blocking. Against a network store (Redis) it runs in a worker
 thread, so a slow store stalls one request and not the replica. Against the embedded SQLite file a small
-read (about 0.4 ms for one entity, the on-demand view included) runs on the event loop, like a small
-prediction: the thread hop measured 0.6-0.8 ms here, more than the read. Large reads always use a thread.
+read runs on the event loop, like a small prediction: the thread hop measured 0.6-0.8 ms here, more than
+the read. Large reads always use a thread.
+
+Concurrent requests share reads: lookups for the same feature service that are ready in the same turn of
+the event loop (one ``asyncio.sleep(0)``, no timer, as :mod:`gateway.batching` does for predictions) are
+read together, up to ``coalesce_max_rows`` entities, and each request gets its own rows back. A batch the
+store refuses (a key it cannot read) is read again request by request, so each request gets its own answer;
+a store that is down fails every request of the batch alike.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.errors import InvalidInput, ModelNotFound, Unavailable
@@ -42,20 +55,50 @@ class FeatureLookup(Protocol):
         ...
 
 
+@dataclass
+class _Asked:
+    """One request's part of a shared read, and where its answer goes."""
+
+    rows: Sequence[Mapping[str, Any]]
+    request_data: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
+    answer: asyncio.Future[tuple[list[dict[str, Any]], list[bool]]]
+
+
+@dataclass
+class _SharedRead:
+    asked: list[_Asked] = field(default_factory=list)
+    rows: int = 0
+
+
+def _per_row(request_data: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None, rows: int
+             ) -> list[Mapping[str, Any]]:
+    if request_data is None:
+        return [{}] * rows
+    if isinstance(request_data, Mapping):
+        return [request_data] * rows
+    return list(request_data)
+
+
 class FeastLookup:
     """Online features through ``feature_repo`` (one ``FeatureStore`` per process, opened on first use).
 
     ``project``: the project folder whose ``feature_store.yaml`` describes the stores (default: the settings').
     ``inline_max_rows``: reads of at most this many entities from a local (SQLite) online store run on the
     event loop; 0 sends every read to a thread.
+    ``coalesce_max_rows``: concurrent lookups of one service are read together up to this many entities
+    (the gateway passes its ``batch_max_rows``); 0 or 1 reads every lookup alone.
     """
 
-    def __init__(self, inline_max_rows: int = 8, project: str | None = None) -> None:
+    def __init__(self, inline_max_rows: int = 8, project: str | None = None, coalesce_max_rows: int = 64) -> None:
         self._store: Any | None = None
         self._lock = threading.Lock()
         self._inline_max_rows = inline_max_rows
         self._project = project
         self._local: bool | None = None
+        self._coalesce_max_rows = coalesce_max_rows
+        self._shared: dict[str, _SharedRead] = {}  # the open shared read per service (event loop only)
+        self._settling: set[asyncio.Task[None]] = set()
+        self.shared_reads = 0  # reads made for two requests or more (for tests and debugging)
 
     def _open(self) -> Any:
         with self._lock:
@@ -111,9 +154,72 @@ class FeastLookup:
 
     async def lookup(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]],
                      request_data: Sequence[Mapping[str, Any]] | None) -> tuple[list[dict[str, Any]], list[bool]]:
+        rows = len(entity_rows)
+        if self._coalesce_max_rows < 2 or rows >= self._coalesce_max_rows:
+            return await self._read(feature_service, entity_rows, request_data)
+        loop = asyncio.get_running_loop()
+        shared = self._shared.get(feature_service)
+        if shared is not None and shared.rows + rows <= self._coalesce_max_rows:
+            asked = _Asked(entity_rows, request_data, loop.create_future())
+            shared.asked.append(asked)
+            shared.rows += rows
+            return await asked.answer
+        shared = _SharedRead([_Asked(entity_rows, request_data, loop.create_future())], rows)
+        self._shared[feature_service] = shared
+        try:
+            await asyncio.sleep(0)  # lookups that are ready in this turn of the loop join this one
+        finally:
+            if self._shared.get(feature_service) is shared:
+                del self._shared[feature_service]
+            if len(shared.asked) > 1:  # a task of its own: the others get their rows even if this one is cancelled
+                task = loop.create_task(self._settle(feature_service, shared))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+        if len(shared.asked) == 1:
+            return await self._read(feature_service, entity_rows, request_data)
+        return await shared.asked[0].answer
+
+    async def _read(self, feature_service: str, entity_rows: Sequence[Mapping[str, Any]],
+                    request_data: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
+                    ) -> tuple[list[dict[str, Any]], list[bool]]:
         if self._local and len(entity_rows) <= self._inline_max_rows:
             return self._lookup(feature_service, entity_rows, request_data)
         return await asyncio.to_thread(self._lookup, feature_service, entity_rows, request_data)
+
+    async def _settle(self, feature_service: str, shared: _SharedRead) -> None:
+        """One read for every request of ``shared``, each given its own rows. A batch the store refuses
+        (InvalidInput: keys it cannot read) is read again request by request, so the request at fault gets
+        the refusal and the others their rows; any other failure (store down) is every request's."""
+        self.shared_reads += 1
+        rows = [row for asked in shared.asked for row in asked.rows]
+        request_data = [data for asked in shared.asked for data in _per_row(asked.request_data, len(asked.rows))]
+        try:
+            features, found = await self._read(feature_service, rows, request_data)
+        except InvalidInput:
+            for asked in shared.asked:
+                try:
+                    _answer(asked, await self._read(feature_service, asked.rows, asked.request_data))
+                except Exception as exc:  # noqa: BLE001 - handed to the request it belongs to
+                    _answer(asked, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
+            for asked in shared.asked:
+                _answer(asked, exc)
+            return
+        start = 0
+        for asked in shared.asked:
+            end = start + len(asked.rows)
+            _answer(asked, (features[start:end], found[start:end]))
+            start = end
+
+
+def _answer(asked: _Asked, result: tuple[list[dict[str, Any]], list[bool]] | BaseException) -> None:
+    if asked.answer.done():  # its request was cancelled meanwhile
+        return
+    if isinstance(result, BaseException):
+        asked.answer.set_exception(result)
+    else:
+        asked.answer.set_result(result)
 
 
 def _typed_row(row: Any, specs: Sequence[InputSpec], where: str, what: str) -> dict[str, Any]:
