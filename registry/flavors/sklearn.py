@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import skops.io as sio
 
+from registry.flavors.sklearn_compiled import compile_features
 from registry.trust import check_skops
 
 NUMERIC_DTYPES = frozenset({"float64", "float32", "double", "float", "int64", "int32", "int", "bool"})
@@ -47,9 +48,12 @@ def _takes_arrays(model: Any, signature: dict[str, Any]) -> bool:
 class SklearnPredictor:
     """Wraps a fitted estimator or pipeline.
 
-    Fast path: an all-numeric model without name-based column selection gets a float matrix in the
+    Fast paths: an all-numeric model without name-based column selection gets a float matrix in the
     order it was fitted on (its fitted ``feature_names_in_`` are dropped from the loaded copy so that
-    scikit-learn does not warn per call). Otherwise a DataFrame is built by name, as at training.
+    scikit-learn does not warn per call). A pipeline of the shape esteira's training builds (imputer, scaler
+    and one-hot encoder in a ColumnTransformer, then the estimator) has its preprocessing evaluated in numpy
+    (:mod:`registry.flavors.sklearn_compiled`, checked bit-equal to scikit-learn's at load) and the estimator
+    called on the matrix. Otherwise a DataFrame is built by name, as at training.
     """
 
     def __init__(self, model: Any, signature: dict[str, Any]) -> None:
@@ -68,6 +72,9 @@ class SklearnPredictor:
                         del step.feature_names_in_
                     except AttributeError:
                         pass
+        compiled = None if self.use_arrays else compile_features(model)
+        self._compiled, self._estimator, numeric = compiled or (None, model, [])
+        self._numeric_inputs = list(numeric)
         self.is_classifier = hasattr(model, "predict_proba")
         classes = getattr(model, "classes_", None)
         self.classes = list(classes) if classes is not None else None
@@ -81,11 +88,20 @@ class SklearnPredictor:
             return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in self.array_order])
         return self.frame(columns)
 
+    def _compiled_applies(self, columns: dict[str, np.ndarray]) -> bool:
+        """The numpy preprocessing takes numeric inputs as numbers; anything else (an object column holding
+        None, say) goes through scikit-learn, which decides what it means."""
+        return self._compiled is not None and all(
+            np.asarray(columns[name]).dtype.kind in "fiub" for name in self._numeric_inputs)
+
     def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        features = self.features(columns)
+        if self._compiled_applies(columns):
+            model, features = self._estimator, self._compiled(columns)  # type: ignore[misc]
+        else:
+            model, features = self.model, self.features(columns)
         if not self.is_classifier:
-            return {"prediction": np.asarray(self.model.predict(features))}
-        proba = self.model.predict_proba(features)
+            return {"prediction": np.asarray(model.predict(features))}
+        proba = model.predict_proba(features)
         classes = self._class_array if self._class_array is not None else np.arange(proba.shape[1])
         labels = classes[proba.argmax(axis=1)]
         out: dict[str, np.ndarray] = {"label": labels}
