@@ -63,7 +63,8 @@ class GatewayConfig(BaseModel):
     )
     batch_max_rows: int = Field(
         default=64, ge=0, description="Concurrent small requests for one version are scored in one predictor call of at "
-        "most this many rows (opportunistic, one event-loop yield, no timer); 0 or 1 turns batching off.")
+        "most this many rows (opportunistic, one event-loop yield, no timer); entity-key lookups for one feature service "
+        "share one online-store read of at most this many entities the same way; 0 or 1 turns batching off.")
     switch_interval_ms: float | None = Field(
         default=0.5, gt=0, description="The replica's GIL switch interval (Python's default is 5 ms): how long the "
         "event loop can wait for the GIL while a background thread (log writer, registry poll) holds it. None leaves "

