@@ -221,7 +221,10 @@ class Server:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        full_env = {**os.environ, **(env or {})}
+        # A mark in the environment every process it starts inherits: Ray Serve's HAProxy daemonises (parent
+        # 1, a session of its own), so only the mark finds it when the server stops.
+        self.mark = f"{name}-{os.getpid()}-{time.monotonic_ns()}"
+        full_env = {**os.environ, **(env or {}), "ESTEIRA_BENCH_SERVER": self.mark}
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -257,6 +260,10 @@ class Server:
             return ""
 
     def stop(self, timeout_s: float = 40.0) -> None:
+        """SIGINT to the server's process group, SIGKILL after ``timeout_s``; then SIGKILL to any process that
+        carries its mark and is still there: Ray Serve's HAProxy outlives a group signal."""
+        import psutil
+
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGINT)
@@ -265,6 +272,12 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
             except ProcessLookupError:
+                pass
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("ESTEIRA_BENCH_SERVER") == self.mark:
+                    proc.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
         self._log.close()
 
