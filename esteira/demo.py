@@ -206,17 +206,21 @@ class Demo:
                 reg.close()
         return version
 
-    def wait_served(self, version: int, timeout: float = 60.0) -> None:
+    def wait_served(self, version: int, timeout: float = 60.0, *, in_a_row: int = 8) -> None:
+        """Until ``in_a_row`` answers in a row say the version is served: each answer comes from one replica
+        (HAProxy spreads them), and traffic must not start while another replica is still loading it."""
         deadline = time.monotonic() + timeout
+        seen = 0
         while time.monotonic() < deadline:
             try:
                 response = httpx.get(f"{self.gateway}/v1/models", timeout=5)
                 served = response.json().get("models", {}).get(self.model, {}) if response.status_code == 200 else {}
-                if served.get("version") == version:
+                seen = seen + 1 if served.get("version") == version else 0
+                if seen >= in_a_row:
                     return
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+                seen = 0
+            time.sleep(0.1 if seen else 0.5)
         raise DemoFailed(f"the gateway did not serve {self.model} v{version} within {timeout:.0f}s")
 
     def traffic_rows(self) -> tuple[pd.DataFrame, dict[str, Any]]:
