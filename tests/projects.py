@@ -40,6 +40,15 @@ def use_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clear_store_cache()
 
 
+def use_project_alone(root: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`use_project`, with the project's own state under ``home``: no registry, artifact root or Ray
+    address from the environment leaks in."""
+    monkeypatch.setenv("ESTEIRA_HOME", str(home))
+    for var in ("ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    use_project(root, monkeypatch)
+
+
 class FrameFetcher:
     """A feature fetcher over one in-memory frame of features by key, for tests of what comes after the join
     (training, monitoring): the point-in-time join itself is tested on real Feast in test_features."""

@@ -11,13 +11,8 @@ isolated as in ``test_ray_cluster``: its own temp dir, free ports, token auth, a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +22,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.ray_runtime import ray_token_file, token_auth_env
 from flows.batch_ray import default_actors, inspect_entities
 from flows.batch_score import LOCAL_MAX_ROWS, RAY_MIN_ROWS, batch_score, choose_engine
 from flows.errors import TrainingInputError
 from registry import Registry
-from tests.projects import EXAMPLES, copy_example, project_module, use_project
-from tests.test_ray_cluster import _free_port, _ports, _sweep
+from tests.projects import EXAMPLES, copy_example, project_module, use_project, use_project_alone
+from tests.ray_cluster import two_node_ray
 
 SPEC: dict[str, Any] = {
     "name": "score_ray",
@@ -99,10 +93,7 @@ def scored_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     base = tmp_path_factory.mktemp("score-ray")
     root = copy_example("churn", base / "churn")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ESTEIRA_HOME", str(base / "home"))
-        for var in ("ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_RAY_ADDRESS"):
-            mp.delenv(var, raising=False)
-        use_project(root, mp)
+        use_project_alone(root, base / "home", mp)
         generator = project_module(EXAMPLES / "churn", "generator")
         generator.generate_batch(root / "data", n_customers=300, labels_per_customer=3, seed=11)
         url, artifacts = f"sqlite:///{base / 'registry.db'}", str(base / "artifacts")
@@ -191,46 +182,8 @@ print("RESULT " + json.dumps({"local": local.to_dict(), "ray": dist.to_dict(), "
 @pytest.fixture
 def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     """(the head's address, the environment of its nodes and clients): two nodes of 2 logical CPUs each."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    temp_dir = tempfile.mkdtemp(prefix="rb-", dir="/tmp")  # short: Ray's unix sockets live under it
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    # No drain on SIGTERM: Ray 2.60's nodes otherwise wait up to 30 s for Serve replicas this cluster never has.
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-           **token_auth_env(ray_token_file(Path(temp_dir) / "auth_token"))}
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    common = ["--num-cpus=2", "--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-         f"--ray-client-server-port={_free_port()}", f"--min-worker-port={_free_port()}",
-         "--max-worker-port=0", *_ports(), *common],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the Ray head did not come up in 60 s")
-        worker = subprocess.Popen([ray_bin, "start", f"--address={address}", *_ports(), *common],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        yield address, env
-    finally:
-        started = [proc for proc in (worker, head) if proc is not None]
-        for proc in started:
-            proc.send_signal(signal.SIGTERM)
-        for proc in started:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        _sweep(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with two_node_ray(cpus_per_node=2) as cluster:
+        yield cluster
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,30 +1,19 @@
 """The search on a real two-node Ray cluster (head + one worker, 1 CPU each), as ``RAY_ADDRESS`` users run it.
 
 Everything Ray here is isolated from the test session's own local Ray (``ray_local``) and from any
-other Ray on the machine: the cluster gets its own temp dir and free ports, the client runs in a
-subprocess with ``RAY_ADDRESS`` set, and teardown stops exactly the processes this test started
-(``ray start --block`` owns its node's processes and stops them on SIGTERM; a sweep by the unique
-temp dir catches stragglers). Never ``ray stop``: it kills every Ray on the machine.
+other Ray on the machine (``tests/ray_cluster.py``); the client runs in a subprocess with ``RAY_ADDRESS``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import psutil
 import pytest
 
-from core.ray_runtime import ray_token_file, token_auth_env
+from tests.ray_cluster import two_node_ray
 
 CLIENT = r"""
 import json, ray
@@ -60,73 +49,11 @@ print("RESULT " + json.dumps({"cpus": resources.get("CPU"), "alive": sum(n["Aliv
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ports() -> list[str]:
-    names = ("--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
-             "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port")
-    return [f"{name}={_free_port()}" for name in names]
-
-
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _sweep(marker: str) -> None:
-    """Kill processes of this cluster only: their command line names our unique temp dir."""
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in part for part in proc.info["cmdline"] or []):
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-
-
 @pytest.fixture
 def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
-    """(the head's address, the environment of its nodes and clients: token authentication on)."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's unix sockets live under it
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           **token_auth_env(ray_token_file(Path(temp_dir) / "auth_token"))}  # nodes and clients need the token
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-         f"--ray-client-server-port={_free_port()}", f"--min-worker-port={_free_port()}",
-         "--max-worker-port=0", *_ports(), *common],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the Ray head did not come up in 60 s")
-        worker = subprocess.Popen([ray_bin, "start", f"--address={address}", *_ports(), *common],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        yield address, env
-    finally:
-        for proc in (worker, head):
-            if proc is not None:
-                _kill_tree(proc)
-        _sweep(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    """(the head's address, the environment of its nodes and clients): two nodes of 1 CPU each."""
+    with two_node_ray(cpus_per_node=1) as cluster:
+        yield cluster
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from flows.features import FeastFetcher, UnknownFeatureService
 from flows.reporting import LogReporter
 from flows.spec import ModelSpec, load_spec
 from registry import Registry
-from tests.projects import EXAMPLES, copy_example, project_module, use_project
+from tests.projects import EXAMPLES, copy_example, project_module, use_project_alone
 
 SPEC: dict[str, Any] = {
     "name": "churn_test",
@@ -56,10 +56,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("train")
     root = copy_example("churn", base / "churn")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ESTEIRA_HOME", str(base / "home"))
-        for var in ("ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_RAY_ADDRESS"):
-            mp.delenv(var, raising=False)
-        use_project(root, mp)
+        use_project_alone(root, base / "home", mp)
         project_module(EXAMPLES / "churn", "generator").generate_batch(root / "data", n_customers=600,
                                                                        labels_per_customer=3, seed=7)
         yield root
