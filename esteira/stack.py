@@ -788,8 +788,8 @@ def start_stack(
               lambda: _alive(worker_pid, WORKER_MARK), Path(info.logs["worker"]), worker_pid)
         info.timings_s["worker"] = round(time.monotonic() - t0, 2)
         if gateway is not None:
-            info.gateway_url, info.timings_s["gateway"] = gateway.result()
-            info.timings_s["gateway"] = round(info.timings_s["gateway"] - t0, 2)
+            info.gateway_url, finished = gateway.result()
+            info.timings_s["gateway"] = round(finished - t0, 2)
         info.timings_s["total"] = round(time.monotonic() - t0, 2)
         _write_stack(s, info)
     return info
