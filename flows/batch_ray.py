@@ -32,7 +32,7 @@ import fsspec
 import pandas as pd
 
 from flows.errors import TrainingInputError
-from flows.features import FeastFetcher, FeatureFetcher
+from flows.features import FeastFetcher, FeatureFetcher, file_format
 from flows.scoring import ScoringPlan, score_frame, utc_timestamps
 
 if TYPE_CHECKING:
@@ -65,18 +65,16 @@ class RayRun:
     rows_per_node: dict[str, int] = field(default_factory=dict)
 
 
-def file_format(location: str) -> str:
-    """``csv`` for ``.csv``/``.csv.gz`` names, else ``parquet`` (what :func:`flows.features.read_rows` assumes)."""
-    return "csv" if location.lower().endswith((".csv", ".csv.gz")) else "parquet"
-
-
 def arrow_filesystem(location: str) -> tuple[pyarrow.fs.FileSystem | None, str]:
     """(pyarrow filesystem, path) for a local path or fsspec URI; None for the local disk, which Ray Data and
     pyarrow then open natively. Other fsspec filesystems are wrapped so every reader sees one interface."""
+    return _arrow_filesystem(*fsspec.core.url_to_fs(location))
+
+
+def _arrow_filesystem(fs: fsspec.AbstractFileSystem, path: str) -> tuple[pyarrow.fs.FileSystem | None, str]:
     from fsspec.implementations.local import LocalFileSystem
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    fs, path = fsspec.core.url_to_fs(location)
     if isinstance(fs, LocalFileSystem):
         return None, path
     return PyFileSystem(FSSpecHandler(fs)), path
@@ -91,8 +89,8 @@ def inspect_entities(location: str, *, what: str = "entities") -> EntitySource:
     import pyarrow.dataset as pads
 
     fmt = file_format(location)
-    filesystem, path = arrow_filesystem(location)
-    fs, _ = fsspec.core.url_to_fs(location)
+    fs, path = fsspec.core.url_to_fs(location)
+    filesystem, path = _arrow_filesystem(fs, path)
     if not fs.exists(path):
         raise TrainingInputError(f"{what} {location} does not exist")
     try:

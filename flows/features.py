@@ -135,10 +135,15 @@ class FeastFetcher:
         return pd.DataFrame(online_features(self.store, feature_service, entity_rows))
 
 
+def file_format(location: str) -> str:
+    """``csv`` for ``.csv``/``.csv.gz`` names, else ``parquet``: how rows are read when no format is named."""
+    return "csv" if location.lower().endswith((".csv", ".csv.gz")) else "parquet"
+
+
 def read_rows(location: str, *, fmt: str = "auto", timestamp: str | None = None,
               what: str = "label source") -> pd.DataFrame:
     """A parquet file or folder, or a CSV file, local or any fsspec URI; the timestamp column as UTC."""
-    kind = fmt if fmt != "auto" else ("csv" if location.lower().endswith((".csv", ".csv.gz")) else "parquet")
+    kind = fmt if fmt != "auto" else file_format(location)
     try:
         frame = pd.read_csv(location) if kind == "csv" else pd.read_parquet(location)
     except FileNotFoundError:
