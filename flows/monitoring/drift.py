@@ -3,11 +3,13 @@
 The numbers come from whylogs (through :mod:`core.profiles`): KS for numeric features,
 chi-squared for categorical ones, Hellinger where the policy asks. Whether a feature counts as
 drifted is decided here from the policy's thresholds, not from whylogs' fixed categories, so the
-thresholds live in one reviewed place (the model spec) and the report shows both.
+thresholds live in one reviewed place (the model spec) and the report shows both. Each feature also
+gets a small reference-vs-window picture (:func:`core.profiles.feature_pictures`) stored with the report.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,13 +17,17 @@ from typing import Any
 from core import profiles
 from flows.monitoring.policy import MonitoringPolicy
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class DriftResult:
-    """Drift of one window. ``features`` maps a feature to its scores and ``drifted`` flag."""
+    """Drift of one window. ``features`` maps a feature to its scores and ``drifted`` flag; ``pictures``
+    maps a feature (scored or not) to its reference-vs-window picture, where one could be drawn."""
 
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
     unscored: list[str] = field(default_factory=list)
+    pictures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
@@ -33,8 +39,15 @@ class DriftResult:
         return len(self.drifted) / len(self.features) if self.features else None
 
     def to_json(self) -> dict[str, Any]:
-        """What the registry's ``MonitoringReport.drift`` column holds."""
-        return {"features": self.features, "unscored": self.unscored, "drifted": self.drifted}
+        """What the registry's ``MonitoringReport.drift`` column holds: a scored feature's picture under
+        ``features[name]["picture"]``, an unscored one's under ``unscored_pictures[name]``."""
+        features = {
+            name: {**score, "picture": self.pictures[name]} if name in self.pictures else score
+            for name, score in self.features.items()
+        }
+        unscored = {name: self.pictures[name] for name in self.unscored if name in self.pictures}
+        return {"features": features, "unscored": self.unscored, "drifted": self.drifted,
+                "unscored_pictures": unscored}
 
 
 def is_drifted(score: dict[str, Any], policy: MonitoringPolicy) -> bool:
@@ -79,4 +92,14 @@ def feature_drift(
         scores[name] = {**scores[name], "effect": distance}
     result = {name: {**score, "drifted": is_drifted(score, policy)} for name, score in sorted(scores.items())}
     unscored = sorted(set(wanted or ()) - set(result))
-    return DriftResult(features=result, unscored=unscored)
+    pictures = _pictures(reference, target, [*result, *unscored])
+    return DriftResult(features=result, unscored=unscored, pictures=pictures)
+
+
+def _pictures(reference: bytes, target: bytes, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The report's pictures; drawing them is never a reason for a monitor run to fail."""
+    try:
+        return profiles.feature_pictures(reference, target, names)
+    except Exception as exc:
+        log.warning("no reference-vs-window pictures: %s: %s", type(exc).__name__, exc)
+        return {}
