@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     gateway_poll_interval_s: float = Field(
         default=0.5, description="How often the gateway checks the registry for alias moves."
     )
+    gateway_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="How often each gateway replica refreshes its row in the registry "
+        "(what it serves and refuses; it also writes at once after a hot swap). A replica not seen for 3 "
+        "heartbeats is gone."
+    )
     gateway_insecure: bool = Field(
         default=False, description="Let the gateway listen off loopback without its predict and admin tokens (it "
         "warns); without this it refuses to start there (gateway.exposure).")
@@ -96,6 +101,12 @@ class Settings(BaseSettings):
     prefect_worker_limit: int = Field(
         default=2, description="Most flow runs the local worker runs at once (training uses Ray's CPUs)."
     )
+    console_host: str = Field(default="127.0.0.1", description="Bind address of the web console (`esteira console`, "
+                              "`esteira up`); off loopback it needs the admin token (gateway_admin_token).")
+    console_port: int = Field(default=4280, description="Web console port.")
+    console_url: str | None = Field(
+        default=None, description="The console's address as users reach it (behind a proxy, say), for links from "
+        "Prefect artifacts; default http://<console_host>:<console_port>.")
     inference_log_uri: str | None = Field(
         default=None, description="Inference log root: a folder or fsspec URI; default `home`/inference."
     )
@@ -139,6 +150,14 @@ class Settings(BaseSettings):
         home = self.home if self.home is not None else (project or Path.cwd()) / ".esteira"
         object.__setattr__(self, "home", Path(home).expanduser().resolve())
         return self
+
+    @property
+    def resolved_console_url(self) -> str:
+        if self.console_url:
+            return self.console_url.rstrip("/")
+        host = self.console_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.console_port}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -69,13 +69,20 @@ class Gateway:
             # The replica is our process: its background threads (log writer, whylogs, registry poll) must
             # hand the GIL back to the event loop sooner than Python's 5 ms, or requests queue behind them.
             sys.setswitchinterval(gateway_config.switch_interval_ms / 1000)
-        self.service = ModelService.from_config(gateway_config)
+        self.service = ModelService.from_config(gateway_config, replica_id=replica_id())
         self.service.freeze_gc_after_start = True
 
     def __serve_build_asgi_app__(self) -> Any:
         from gateway.app import build_app
 
         return build_app(self.service)
+
+
+def replica_id() -> str:
+    """Ray Serve's id of the replica this runs in, ``<app>#<deployment>#<tag>`` (the tag is random per
+    replica): the key of its row in the registry's ``gateway_replica`` table."""
+    context = serve.get_replica_context()
+    return f"{context.app_name}#{context.deployment}#{context.replica_tag}"
 
 
 def build(args: dict[str, Any] | None = None) -> Application:

@@ -14,6 +14,10 @@ is told its category only (``artifact hash mismatch``); the full reason, which n
 stays in the log, the audit event and the admin status. When the registry cannot be reached the
 gateway keeps serving what it holds and reports itself degraded until a poll succeeds again.
 
+With a :class:`~gateway.heartbeat.ReplicaHeartbeat`, the replica also records what it serves and refuses in
+the registry after its first sync, after each change and every heartbeat: a write started beside the poll
+loop (one at a time), so a slow or failing write never delays a poll or a request.
+
 Pinned-version routes (``/versions/{v}/``) serve a version only once it is servable, that is once it has
 been promoted to some alias (it stays servable, so a rollback target stays reachable): a version that was
 only registered is not served by number. At most ``pinned_cold_loads`` pinned versions load at once per
@@ -38,6 +42,7 @@ import numpy as np
 
 from gateway.config import GatewayConfig
 from gateway.errors import ModelNotFound, Unavailable, VersionRefused
+from gateway.heartbeat import ReplicaHeartbeat, ReplicaState
 from gateway.signature import FLOAT_KINDS, INT_KINDS, InputSpec, input_specs
 from registry import FlavorNotFound, IntegrityError, NotFound, RegistryUnavailable, UntrustedArtifact
 from registry.flavors.base import Predictor
@@ -131,7 +136,8 @@ class ModelManager:
     """Holds the loaded versions and keeps them in step with the registry's aliases."""
 
     def __init__(self, config: GatewayConfig, registry_factory: Callable[[], Any], *,
-                 on_swap: SwapListener | None = None, on_refused: Callable[[str, int], None] | None = None) -> None:
+                 on_swap: SwapListener | None = None, on_refused: Callable[[str, int], None] | None = None,
+                 heartbeat: ReplicaHeartbeat | None = None) -> None:
         self.config = config
         self._registry_factory = registry_factory
         self._registry: Any | None = None
@@ -139,6 +145,7 @@ class ModelManager:
         self._cache: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._refused: dict[tuple[str, int], Refusal] = {}
         self._lock = threading.Lock()  # guards _cache and _refused across the poll and pinned-load threads
+        self._registry_lock = threading.Lock()  # the poll and heartbeat threads share one registry object
         self._poll_lock = threading.Lock()  # one poll at a time (the loop and an admin reload may race)
         # event-loop only: one lock per version being loaded (dropped when no request waits on it) and the
         # number of pinned loads in flight
@@ -148,6 +155,8 @@ class ModelManager:
         self._stop = asyncio.Event()
         self._on_swap = on_swap
         self._on_refused = on_refused
+        self.heartbeat = heartbeat
+        self._beat: asyncio.Future[bool] | None = None
         self.health = RegistryHealth()
         self.actor = f"gateway@{socket.gethostname()}:{os.getpid()}"
 
@@ -238,6 +247,7 @@ class ModelManager:
         """First sync (awaited, so a replica has its models before it takes traffic), then the poll loop."""
         self._stop.clear()
         await asyncio.to_thread(self.poll_once)
+        self._maybe_beat()
         self._task = asyncio.create_task(self._run(), name="esteira-registry-poll")
 
     async def stop(self) -> None:
@@ -249,6 +259,11 @@ class ModelManager:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
             self._task = None
+        if self._beat is not None:
+            await asyncio.gather(self._beat, return_exceptions=True)
+            self._beat = None
+        if self.heartbeat is not None and self.health.ok:  # registry down: stopping must not wait on it
+            await asyncio.to_thread(self.heartbeat.stop, self._get_registry)
         registry, self._registry = self._registry, None
         if registry is not None:
             await asyncio.to_thread(registry.close)
@@ -268,6 +283,36 @@ class ModelManager:
                 await asyncio.to_thread(self.poll_once)
             except Exception:  # noqa: BLE001 - the loop must outlive any single failure
                 log.exception("registry poll failed")
+            self._maybe_beat()
+
+    def _maybe_beat(self) -> None:
+        """Start writing this replica's row in a thread when it is due and no write is in flight."""
+        heartbeat = self.heartbeat
+        if heartbeat is None or self._stop.is_set() or (self._beat is not None and not self._beat.done()):
+            return
+        try:
+            state = self.replica_state()
+            if heartbeat.due(state):
+                write = asyncio.to_thread(heartbeat.record, self._get_registry, state)
+                self._beat = asyncio.ensure_future(write)
+        except Exception:  # noqa: BLE001 - the record must never stop the poll loop
+            log.exception("could not start this replica's registry record")
+
+    def replica_state(self) -> ReplicaState:
+        """(served, refused) as the registry's ``gateway_replica`` row holds them: the serving and shadow
+        aliases, other versions held loaded for pinned routes, and each refused version's full reason."""
+        serving = sorted(list(self._serving.items()), key=lambda item: item[0])  # the poll thread may swap
+        served: dict[str, Any] = {
+            f"{name}@{alias}": {"version": m.version, "flavor": m.flavor,
+                                "role": "serving" if alias == self.config.serving_alias else "shadow"}
+            for (name, alias), m in serving}
+        by_alias = {(m.name, m.version) for _, m in serving}
+        with self._lock:
+            pinned = [m for key, m in self._cache.items() if key not in by_alias]
+            refused = {f"{name}:{version}": r.reason[:1000] for (name, version), r in self._refused.items()}
+        for m in sorted(pinned, key=lambda m: (m.name, m.version)):
+            served[f"{m.name}:{m.version}"] = {"version": m.version, "flavor": m.flavor, "role": "pinned"}
+        return served, refused
 
     def poll_once(self) -> None:
         """Bring every served alias in step with the registry. Blocking: call it in a thread."""
@@ -377,9 +422,10 @@ class ModelManager:
     # -- registry health ------------------------------------------------------------------------------------
 
     def _get_registry(self) -> Any:
-        if self._registry is None:
-            self._registry = self._registry_factory()
-        return self._registry
+        with self._registry_lock:
+            if self._registry is None:
+                self._registry = self._registry_factory()
+            return self._registry
 
     def _mark_ok(self) -> None:
         if not self.health.ok and self.health.degraded_since is not None:

@@ -29,6 +29,7 @@ from gateway.batching import MicroBatcher
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, InvalidInput, ModelNotFound
 from gateway.features import FeatureLookup, entity_request, features_for
+from gateway.heartbeat import ReplicaHeartbeat, local_replica_id
 from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord
 from gateway.metrics import GatewayMetrics
 from gateway.models import LoadedModel, ModelManager
@@ -62,6 +63,15 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def _project_root(config: GatewayConfig) -> str | None:
+    if config.project:
+        return str(Path(config.project).expanduser().resolve())
+    from core.settings import get_settings
+
+    project = get_settings().project
+    return str(project) if project else None
+
+
 class ModelService:
     """The gateway's request handling, independent of HTTP framework and of Ray."""
 
@@ -91,21 +101,19 @@ class ModelService:
     @property
     def project_root(self) -> str | None:
         """The project this replica reads Feast's configuration from (a shipped copy on a remote cluster)."""
-        if self.config.project:
-            return str(Path(self.config.project).expanduser().resolve())
-        from core.settings import get_settings
-
-        project = get_settings().project
-        return str(project) if project else None
+        return _project_root(self.config)
 
     @classmethod
-    def from_config(cls, config: GatewayConfig) -> ModelService:
-        """The real thing: registry from the config's URL, Feast lookup, inference log under the log root."""
-        from core.settings import FEEDBACK_HORIZON_S
+    def from_config(cls, config: GatewayConfig, *, replica_id: str | None = None) -> ModelService:
+        """The real thing: registry from the config's URL, Feast lookup, inference log under the log root, and
+        this replica's row in the registry under ``replica_id`` (default ``host:pid:<random>``)."""
+        from core.settings import FEEDBACK_HORIZON_S, get_settings
         from registry import Registry
 
         config = config.resolved()
         metrics = GatewayMetrics()
+        heartbeat = ReplicaHeartbeat(replica_id or local_replica_id(), get_settings().gateway_heartbeat_s,
+                                     project=_project_root(config))
 
         def open_registry() -> Registry:
             return Registry.from_url(config.database_url, config.artifact_root, migrate=False)
@@ -117,7 +125,8 @@ class ModelService:
                 metrics.loaded_version.labels(name, alias).set(model.version)
 
         manager = ModelManager(config, open_registry, on_swap=on_swap,
-                               on_refused=lambda name, _v: metrics.load_refused.labels(name).inc())
+                               on_refused=lambda name, _v: metrics.load_refused.labels(name).inc(),
+                               heartbeat=heartbeat)
         inference_log = None
         if config.log_inference:
             inference_log = InferenceLogger(

@@ -12,6 +12,7 @@ from registry.errors import (
 )
 from registry.models import (
     AuditEvent,
+    GatewayReplica,
     ModelAlias,
     ModelVersion,
     MonitoringReport,
@@ -21,7 +22,7 @@ from registry.models import (
 )
 
 __all__ = [
-    "AuditEvent", "FlavorNotFound", "IntegrityError", "InvalidName", "ModelAlias", "ModelRef", "ModelVersion",
-    "MonitoringReport", "NotFound", "RegisteredModel", "Registry", "RegistryError", "RegistryUnavailable",
-    "TrainingRun", "Trial", "UntrustedArtifact",
+    "AuditEvent", "FlavorNotFound", "GatewayReplica", "IntegrityError", "InvalidName", "ModelAlias",
+    "ModelRef", "ModelVersion", "MonitoringReport", "NotFound", "RegisteredModel", "Registry", "RegistryError",
+    "RegistryUnavailable", "TrainingRun", "Trial", "UntrustedArtifact",
 ]

@@ -13,10 +13,10 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session
@@ -27,6 +27,7 @@ from registry.errors import InvalidName, NotFound, RegistryError, RegistryUnavai
 from registry.flavors.base import Predictor, check_artifact, get_flavor
 from registry.models import (
     AuditEvent,
+    GatewayReplica,
     ModelAlias,
     ModelVersion,
     MonitoringReport,
@@ -38,6 +39,8 @@ from registry.models import (
 from registry.names import check_alias, check_model_name
 
 ALIAS_CHANGES = ("promote", "rollback")
+REPLICA_RETENTION_S = 24 * 3600.0
+"""A gateway replica's row is deleted once it has not been seen (or has been stopped) for this long."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,18 @@ class Registry:
                 .where(RegisteredModel.name == name, ModelAlias.alias == alias)
             ).scalar_one_or_none()
 
+    def count_versions(self, name: str) -> int:
+        with self._unavailable_as_error(), self.read_engine.connect() as connection:
+            return int(connection.execute(
+                select(func.count()).select_from(ModelVersion).where(ModelVersion.model_name == name)).scalar() or 0)
+
+    def alias_rows(self, name: str) -> list[ModelAlias]:
+        """The model's aliases with when each last moved."""
+        with self._read() as session:
+            return list(session.execute(
+                select(ModelAlias).join(RegisteredModel, RegisteredModel.id == ModelAlias.model_id)  # type: ignore[arg-type]
+                .where(RegisteredModel.name == name).order_by(ModelAlias.alias)).scalars())
+
     def aliases(self, name: str) -> dict[str, int]:
         with self._unavailable_as_error(), self.read_engine.connect() as connection:
             rows = connection.execute(
@@ -281,15 +296,22 @@ class Registry:
             return {alias: version for alias, version in rows}
 
     def list_versions(self, name: str, *, filters: Sequence[str] = (), order_by: str | None = None,
-                      limit: int | None = None) -> list[ModelVersion]:
+                      limit: int | None = None, offset: int = 0) -> list[ModelVersion]:
         """Versions of a model, newest first, optionally filtered (``metrics.roc_auc > 0.8``, ``tags.k = v``)
-        and ordered (``metrics.roc_auc`` descending, or ``-metrics.roc_auc`` ascending)."""
+        and ordered (``metrics.roc_auc`` descending, or ``-metrics.roc_auc`` ascending); ``offset`` and
+        ``limit`` page through the result."""
         self.get_model(name)
         parsed = [_parse_filter(text) for text in filters]
+        query = select(ModelVersion).where(ModelVersion.model_name == name).order_by(ModelVersion.version.desc())  # type: ignore[union-attr]
+        in_sql = not parsed and not order_by  # a plain page is read as a page, not as every version
+        if in_sql and limit:
+            query = query.limit(limit)
+        if in_sql and offset:
+            query = query.offset(offset)
         with self._read() as session:
-            versions = list(session.execute(
-                select(ModelVersion).where(ModelVersion.model_name == name).order_by(ModelVersion.version.desc())  # type: ignore[union-attr]
-            ).scalars())
+            versions = list(session.execute(query).scalars())
+        if in_sql:
+            return versions
 
         def matches(mv: ModelVersion) -> bool:
             for section, key, compare, value in parsed:
@@ -313,6 +335,7 @@ class Registry:
             without = [mv for mv in versions if getattr(mv, section).get(key) is None]
             with_key.sort(key=lambda mv: getattr(mv, section)[key], reverse=not ascending)
             versions = with_key + without
+        versions = versions[offset:]
         return versions[:limit] if limit else versions
 
     def set_version_status(self, name: str, version: int, status: str, *, reason: str = "",
@@ -435,18 +458,27 @@ class Registry:
 
     # -- audit ----------------------------------------------------------------------------------------------
 
-    def history(self, name: str | None = None, *, alias: str | None = None, limit: int | None = None
-                ) -> list[AuditEvent]:
-        """Audit events, oldest first."""
-        query = select(AuditEvent).order_by(AuditEvent.id)
+    def history(self, name: str | None = None, *, alias: str | None = None, limit: int | None = None,
+                version: int | None = None, before_id: int | None = None) -> list[AuditEvent]:
+        """Audit events, oldest first: the last ``limit`` of them, of one ``version`` (moved from or to it)
+        or older than the event ``before_id`` (a page further back) when asked."""
+        query = select(AuditEvent)
         if name is not None:
             self.get_model(name)
             query = query.where(AuditEvent.model_name == name)
         if alias is not None:
             query = query.where(AuditEvent.alias == alias)
+        if version is not None:
+            query = query.where((AuditEvent.to_version == version) | (AuditEvent.from_version == version))
+        if before_id is not None:
+            query = query.where(AuditEvent.id < before_id)  # type: ignore[operator]
+        if limit:  # the newest ``limit``, read newest first by the primary key, then put back in order
+            query = query.order_by(AuditEvent.id.desc()).limit(limit)  # type: ignore[union-attr]
+        else:
+            query = query.order_by(AuditEvent.id)
         with self._read() as session:
             events = list(session.execute(query).scalars())
-        return events[-limit:] if limit else events
+        return events[::-1] if limit else events
 
     def record_event(self, name: str, action: str, *, version: int | None = None, reason: str = "",
                      actor: str = "unknown", details: dict[str, Any] | None = None) -> AuditEvent:
@@ -520,6 +552,63 @@ class Registry:
         with self._read() as session:
             return list(session.execute(select(Trial).where(Trial.run_id == run_id).order_by(Trial.id)).scalars())
 
+    # -- gateway replicas ------------------------------------------------------------------------------------
+
+    def record_replica(self, replica_id: str, *, host: str, pid: int, project: str | None = None,
+                       served: dict[str, Any] | None = None, refused: dict[str, str] | None = None,
+                       prune_after_s: float = REPLICA_RETENTION_S) -> GatewayReplica:
+        """Insert or refresh one gateway replica's row (its heartbeat): one short write transaction.
+
+        A replica's first record (its start) also deletes the rows not seen for ``prune_after_s`` (replicas
+        stopped or dead since), so the table holds about one row per replica of the last day. A stopped
+        replica stays stopped: a late heartbeat refreshes its row but does not clear ``stopped_at``.
+        """
+        now = utcnow()
+        with self._write() as session:
+            row = session.get(GatewayReplica, replica_id, with_for_update=True)
+            if row is None:
+                cutoff = now - timedelta(seconds=prune_after_s)
+                stale = GatewayReplica.seen_at < cutoff
+                session.execute(delete(GatewayReplica).where(stale))  # type: ignore[arg-type]
+                row = GatewayReplica(replica_id=replica_id, host=host, pid=pid, started_at=now)
+            row.host, row.pid, row.project, row.seen_at = host, pid, project, now
+            row.served, row.refused = dict(served or {}), dict(refused or {})
+            session.add(row)
+            session.flush()
+            return row
+
+    def stop_replica(self, replica_id: str) -> GatewayReplica:
+        """Mark a replica stopped (its clean shutdown); NotFound when it never recorded itself."""
+        with self._write() as session:
+            row = session.get(GatewayReplica, replica_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"gateway replica {replica_id!r} not found")
+            row.seen_at = utcnow()
+            row.stopped_at = row.stopped_at or row.seen_at
+            session.add(row)
+            session.flush()
+            return row
+
+    def gateway_replicas(self, *, model_name: str | None = None,
+                         seen_within_s: float | None = None) -> list[GatewayReplica]:
+        """Gateway replicas, last seen first: those holding a version of ``model_name`` and those seen in the
+        last ``seen_within_s`` seconds, when asked. Stopped replicas are included (``stopped_at`` is set)."""
+        query = select(GatewayReplica).order_by(GatewayReplica.seen_at.desc(),  # type: ignore[attr-defined]
+                                                GatewayReplica.replica_id)
+        if seen_within_s is not None:
+            since = utcnow() - timedelta(seconds=seen_within_s)
+            query = query.where(GatewayReplica.seen_at >= since)  # type: ignore[arg-type]
+        with self._read() as session:
+            rows = list(session.execute(query).scalars())
+        if model_name is not None:
+            rows = [row for row in rows if model_name in row.models]
+        for row in rows:  # SQLite hands timestamps back without their zone; they were written in UTC
+            for name in ("started_at", "seen_at", "stopped_at"):
+                value = getattr(row, name)
+                if value is not None and value.tzinfo is None:
+                    setattr(row, name, value.replace(tzinfo=timezone.utc))
+        return rows
+
     # -- monitoring -----------------------------------------------------------------------------------------
 
     def record_report(self, report: MonitoringReport) -> MonitoringReport:
@@ -546,13 +635,38 @@ class Registry:
             return report
 
     def reports(self, model_name: str, *, limit: int = 50, decision: str | None = None,
-                since: datetime | None = None) -> list[MonitoringReport]:
-        """Monitoring reports, newest first."""
+                since: datetime | None = None, version: int | None = None,
+                before_id: int | None = None) -> list[MonitoringReport]:
+        """Monitoring reports, newest first (of one ``version``, or older than report ``before_id``, if asked)."""
         query = select(MonitoringReport).where(MonitoringReport.model_name == model_name)
         if decision:
             query = query.where(MonitoringReport.decision == decision)
         if since:
             query = query.where(MonitoringReport.created_at >= since)
+        if version is not None:
+            query = query.where(MonitoringReport.version == version)
+        if before_id is not None:
+            query = query.where(MonitoringReport.id < before_id)  # type: ignore[operator]
         query = query.order_by(MonitoringReport.id.desc()).limit(limit)  # type: ignore[union-attr]
         with self._read() as session:
             return list(session.execute(query).scalars())
+
+    def report_series(self, model_name: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every report's headline numbers, oldest first, without the per-feature detail: what a chart of drift
+        and performance over time needs. The ``drift`` column (scores and pictures of every feature) is the
+        bulk of a report and is not read."""
+        columns = (MonitoringReport.id, MonitoringReport.version, MonitoringReport.created_at,
+                   MonitoringReport.window_start, MonitoringReport.window_end, MonitoringReport.n_rows,
+                   MonitoringReport.n_labelled, MonitoringReport.status, MonitoringReport.drift_share,
+                   MonitoringReport.performance, MonitoringReport.decision, MonitoringReport.triggered_run)
+        query = select(*columns).where(MonitoringReport.model_name == model_name)
+        query = query.order_by(MonitoringReport.id.desc())  # type: ignore[union-attr]
+        if limit:
+            query = query.limit(limit)
+        with self._unavailable_as_error(), self.read_engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [dict(row) for row in reversed(rows)]
+
+    def latest_report(self, model_name: str) -> MonitoringReport | None:
+        found = self.reports(model_name, limit=1)
+        return found[0] if found else None

@@ -162,3 +162,38 @@ class MonitoringReport(SQLModel, table=True):
     triggered_run: str | None = Field(default=None, max_length=128)
     flow_run_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+class GatewayReplica(SQLModel, table=True):
+    """One gateway replica process and what it serves, refreshed by the replica like a heartbeat.
+
+    A replica answers its admin status for itself only; this row is how a reader learns every replica's
+    state. ``served`` maps ``"<model>@<alias>"`` (the serving and shadow aliases) and ``"<model>:<version>"``
+    (other versions held loaded for pinned-version routes) to ``{"version", "flavor", "role"}``, ``role``
+    being ``serving``, ``shadow`` or ``pinned``; ``refused`` maps ``"<model>:<version>"`` to why its load was
+    refused. A row whose ``seen_at`` is older than three heartbeats belongs to a replica that is gone.
+    """
+
+    __tablename__ = "gateway_replica"
+
+    replica_id: str = Field(primary_key=True, max_length=256)
+    host: str = Field(max_length=256)
+    pid: int
+    project: str | None = Field(default=None, max_length=2048)
+    served: dict[str, Any] = _json(default_factory=dict)
+    refused: dict[str, str] = _json(default_factory=dict)
+    started_at: datetime = _ts(default_factory=utcnow)
+    seen_at: datetime = _ts(default_factory=utcnow)
+    stopped_at: datetime | None = _ts(default=None, nullable=True)
+
+    @property
+    def models(self) -> set[str]:
+        """The models this replica holds a version of (keys of ``served`` without their alias or version)."""
+        return {key.partition("@")[0].partition(":")[0] for key in self.served}
+
+    def serving_version(self, model_name: str) -> int | None:
+        """The version this replica answers ``model_name``'s requests with (its serving alias), or None."""
+        for key, entry in self.served.items():
+            if entry.get("role") == "serving" and key.partition("@")[0] == model_name:
+                return int(entry["version"])
+        return None
