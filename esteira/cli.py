@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from esteira.commands import features, models, monitor, serve, stack, train
+from esteira.commands import console_cmd, features, models, monitor, serve, stack, train
 from esteira.commands.common import console, fail
 
 app = typer.Typer(help="esteira: a self-hosted MLOps loop over your project (Feast features, Ray training, a "
@@ -58,6 +58,7 @@ app.add_typer(train.score_app, name="score")
 app.command("materialize")(features.materialize_command)
 app.command("monitor")(monitor.monitor_command)
 app.command("serve")(serve.serve_command)
+app.command("console")(console_cmd.console_command)
 stack.register(app)
 
 

@@ -1,6 +1,6 @@
 """``esteira demo PROJECT``: the whole loop, end to end, on a project, on the embedded default.
 
-1. the project's local stack: Prefect server, worker and deployments, a Ray head, the gateway on Ray Serve;
+1. the project's local stack: Prefect server, worker and deployments, a Ray head, the gateway on Ray Serve; the web console;
 2. the project's scenario writes its baseline data; the materialize flow applies the definitions and loads
    the online store; the train flow trains v1 across Ray, registers and promotes it;
 3. realistic traffic (entity-key and inline requests, rebuilt from the spec's label source) and
@@ -159,16 +159,17 @@ class Demo:
     def start_stack(self) -> None:
         from esteira.stack import local_ray_address, stack_env, start_stack
 
-        with self.stage("stack: Prefect server + worker + deployments, Ray head, gateway") as notes:
+        with self.stage("stack: Prefect server + worker + deployments, Ray head, gateway, console") as notes:
             # Flows run in this process and in the worker: both must find the stack's server and Ray.
             os.environ.update(stack_env(self.settings))
             os.environ["ESTEIRA_RAY_ADDRESS"] = local_ray_address(self.settings)
             get_settings.cache_clear()
             self.settings = get_settings()
-            info = start_stack(self.settings, serving=True)
-            self.urls = {"prefect_ui": info.ui_url, "gateway": info.gateway_url or "",
-                         "gateway_docs": f"{info.gateway_url}/docs"}
-            notes.append(f"{len(info.deployments)} deployments, UI {info.ui_url}, gateway {info.gateway_url}")
+            info = start_stack(self.settings, serving=True, console=True)
+            self.urls = {"console": info.console_url or "", "prefect_ui": info.ui_url,
+                         "gateway": info.gateway_url or "", "gateway_docs": f"{info.gateway_url}/docs"}
+            notes.append(f"{len(info.deployments)} deployments, UI {info.ui_url}, gateway {info.gateway_url}, "
+                         f"console {info.console_url}")
 
     def write_and_materialize(self, step: str) -> str:
         """The scenario writes data (``baseline`` or ``drift``); the materialize flow loads it from the moment

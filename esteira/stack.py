@@ -107,6 +107,8 @@ class StackInfo:
     ray_pid: int | None = None
     ray_address: str | None = None
     gateway_url: str | None = None
+    console_pid: int | None = None
+    console_url: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -225,6 +227,7 @@ def use_stack(settings: Settings | None = None) -> Iterator[None]:
 SERVER_MARK = "server start"
 WORKER_MARK = "worker start"
 RAY_MARK = "ray start --head"
+CONSOLE_MARK = "esteira.cli console"
 
 
 def _cmdline(pid: int) -> str:
@@ -263,7 +266,7 @@ def pid_running(pid: int | None, mark: str = "") -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     cmd = _cmdline(pid)
-    return mark in cmd and ("prefect" in cmd or mark == RAY_MARK)
+    return mark in cmd and ("prefect" in cmd or mark in (RAY_MARK, CONSOLE_MARK))
 
 
 def _session_members(sid: int) -> list[int]:
@@ -572,6 +575,19 @@ def _start_worker(s: Settings, env: dict[str, str], root: Path) -> int:
                   env=env, cwd=root)
 
 
+def _start_console(s: Settings, env: dict[str, str], root: Path) -> int:
+    if _port_open(s.console_host, s.console_port):
+        raise StackError(f"port {s.console_port} is in use by a process esteira did not start; stop it or set "
+                         "ESTEIRA_CONSOLE_PORT")
+    args = [sys.executable, "-m", "esteira.cli", "console", "--host", s.console_host, "--port", str(s.console_port)]
+    return _spawn(args, log_path=logs_dir(s) / "console.log", title="esteira console", env=env, cwd=root)
+
+
+def console_url(settings: Settings | None = None) -> str:
+    s = _settings(settings)
+    return f"http://{_client_host(s.console_host)}:{s.console_port}"
+
+
 def local_ray_address(settings: Settings | None = None) -> str:
     return f"127.0.0.1:{_settings(settings).stack_ray_port}"
 
@@ -719,11 +735,13 @@ def start_stack(
     project_dir: Path | None = None,
     timeout: float = 120.0,
     serving: bool = False,
+    console: bool = False,
 ) -> StackInfo:
     """Start (or find running) the server, the work pool, a worker; deploy; record it all.
 
     ``serving=True`` also starts a Ray head (flows the worker runs train on it) and deploys the
-    gateway on it: the whole loop, as ``esteira up`` and the demo run it.
+    gateway on it: the whole loop, as ``esteira up`` and the demo run it. ``console=True`` also starts the
+    web console (``esteira console``) on ``settings.console_port``.
 
     Idempotent: a server or worker recorded in ``stack.json`` that still runs is reused, and the
     deploy is an upsert. ``scheduler=False`` starts the server without its scheduler service, so
@@ -736,6 +754,13 @@ def start_stack(
     root = find_project_dir(project_dir)
     if serving:
         check_gateway_exposure(s)
+    if console:
+        from console.server import ConsoleExposureError, check_exposure
+
+        try:
+            check_exposure(s.console_host, s)
+        except ConsoleExposureError as exc:
+            raise StackError(str(exc)) from None
     t0 = time.monotonic()
     with _locked(s):
         previous = read_stack(s)
@@ -758,7 +783,14 @@ def start_stack(
             else datetime.now(UTC).isoformat(timespec="seconds"),
             ray_pid=previous.ray_pid if previous and pid_running(previous.ray_pid, RAY_MARK) else None,
             ray_address=previous.ray_address if previous else None,
+            console_pid=previous.console_pid if previous and pid_running(previous.console_pid, CONSOLE_MARK)
+            else None,
         )
+        if console:  # first: it needs nothing else, and its imports overlap the rest
+            info.logs["console"] = str(logs_dir(s) / "console.log")
+            if info.console_pid is None:
+                info.console_pid = _start_console(s, env, root)
+                _write_stack(s, info)
         gateway: Future[str] | None = None
         if serving:
             _start_serving(s, info, env, root, timeout)
@@ -790,6 +822,12 @@ def start_stack(
         if gateway is not None:
             info.gateway_url, finished = gateway.result()
             info.timings_s["gateway"] = round(finished - t0, 2)
+        if info.console_pid is not None and console:
+            url, pid = console_url(s), info.console_pid
+            _wait(lambda: _http_ok(f"{url}/healthz"), timeout, f"console at {url}",
+                  lambda: _alive(pid, CONSOLE_MARK), Path(info.logs["console"]), pid)
+            info.console_url = url
+            info.timings_s["console"] = round(time.monotonic() - t0, 2)
         info.timings_s["total"] = round(time.monotonic() - t0, 2)
         _write_stack(s, info)
     return info
@@ -807,8 +845,8 @@ def stop_stack(settings: Settings | None = None, *, timeout: float = 20.0) -> li
         info = read_stack(s)
         if info is None:
             return stopped
-        processes = (("worker", info.worker_pid, WORKER_MARK), ("server", info.server_pid, SERVER_MARK),
-                     ("ray", info.ray_pid, RAY_MARK))
+        processes = (("console", info.console_pid, CONSOLE_MARK), ("worker", info.worker_pid, WORKER_MARK),
+                     ("server", info.server_pid, SERVER_MARK), ("ray", info.ray_pid, RAY_MARK))
         for role, pid, mark in processes:
             if role == "ray":
                 if stop_ray_head(pid):

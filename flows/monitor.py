@@ -600,6 +600,7 @@ def run_monitor(
             triggered_run=report.triggered_run,
             picture=picture,
             png=png,
+            console_url=get_settings().resolved_console_url,
         ),
         f"Monitoring report {report.id} of {model_name}",
     )

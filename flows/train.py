@@ -29,6 +29,7 @@ import pandas as pd
 from prefect import flow
 
 from core.project import Project, current_project, optional_project
+from core.settings import get_settings
 from flows import evaluate, promotion
 from flows.errors import DataValidationError, SearchFailed, TrainingInputError
 from flows.features import FeastFetcher, FeatureFetcher, ServiceInfo, input_schema, read_labels, select_rows
@@ -316,8 +317,11 @@ def train(spec: ModelSpec | str | Path, *, project: Project | str | None = None,
                         details={"metric": spec.metric, "candidate": holdout_metrics[spec.metric],
                                  "production": production.metric, "production_version": production.version,
                                  "training_run_id": run.id})
+        console = get_settings().resolved_console_url
         reporter.markdown("evaluation", evaluate.comparison_markdown(
-            spec.name, spec.metric, holdout_metrics, production, decision, len(split.holdout), split.cutoff),
+            spec.name, spec.metric, holdout_metrics, production, decision, len(split.holdout), split.cutoff)
+            + f"\n\n[{spec.name} v{mv.version} in the console]({console}/models/{spec.name}/versions/{mv.version})"
+            f" · [training run {run.id} and its trials]({console}/runs/{run.id})",
             f"{spec.name} v{mv.version} vs production")
         registry.finish_run(run.id, status="succeeded", best_trial_id=trial_ids[best.index],  # type: ignore[arg-type]
                             registered_version=mv.version,

@@ -348,8 +348,12 @@ def build_app(service: ModelService, *, title: str = "esteira gateway") -> FastA
         finally:
             await service.stop()
 
+    from core.settings import get_settings
+
+    console = get_settings().resolved_console_url
     app = GatewayAPI(title=title, version="1", lifespan=lifespan, default_response_class=FastJSON,
-                     description="Serves registered models over plain JSON and the Open Inference Protocol v2.")
+                     description="Serves registered models over plain JSON and the Open Inference Protocol v2. "
+                     f"Their versions, lineage, training runs and monitoring: [the web console]({console}).")
 
     default_openapi = app.openapi
     documented: dict[str, Any] = {"key": None, "schema": None}

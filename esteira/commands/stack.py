@@ -27,21 +27,25 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 120.0,
     serving: Annotated[bool, typer.Option("--serving/--no-serving",
                                           help="Also start a Ray head and the gateway on it.")] = True,
+    console_: Annotated[bool, typer.Option("--console/--no-console", help="Also start the web console.")] = True,
     insecure: InsecureOption = False,
 ) -> None:
     """Start the local stack: Prefect server, work pool, worker and deployments; a Ray head and the
-    gateway (idempotent)."""
+    gateway; the web console (idempotent)."""
     from esteira.stack import StackError, start_stack
 
     if serving:
         allow_gateway_exposure(None, insecure)
     try:
         with console.status("starting the local Prefect stack..."):
-            info = start_stack(deploy_flows=deploy, scheduler=scheduler, timeout=timeout, serving=serving)
+            info = start_stack(deploy_flows=deploy, scheduler=scheduler, timeout=timeout, serving=serving,
+                               console=console_)
     except StackError as exc:
         fail(str(exc))
         return
     console.print(f"Prefect UI:  [bold green]{info.ui_url}[/]")
+    if info.console_url:
+        console.print(f"Console:     [bold green]{info.console_url}[/]  (models, runs, monitoring, audit)")
     console.print(f"Prefect API: {info.api_url}  (server pid {info.server_pid}, "
                   f"worker pid {info.worker_pid})")
     console.print(f"Work pool:   {info.work_pool}")
@@ -97,6 +101,8 @@ def status(
     table.add_row("worker", mark(state.worker_running, worker))
     if info:
         table.add_row("UI", info.ui_url)
+        if info.console_url:
+            table.add_row("console", info.console_url)
         table.add_row("API", info.api_url)
         table.add_row("PREFECT_HOME", info.prefect_home)
         table.add_row("started", info.started_at)

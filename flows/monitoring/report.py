@@ -178,8 +178,10 @@ def summary_markdown(
     triggered_run: str | None,
     picture: Path | None,
     png: bytes | None,
+    console_url: str | None = None,
 ) -> str:
-    """The markdown artifact: decision first, then the numbers behind it, then the picture."""
+    """The markdown artifact: decision first, then the numbers behind it, then the picture; a link to the
+    report in the web console when its address is known."""
     share = f"{drift_share:.0%}" if drift_share is not None else "n/a"
     start, end = window
     lines = [
@@ -197,6 +199,9 @@ def summary_markdown(
         f"| registry report | {report_id if report_id is not None else '-'} |",
         "",
     ]
+    if console_url and report_id is not None:
+        lines += [f"[Report {report_id} in the console]({console_url}/reports/{report_id}) · "
+                  f"[{model_name}'s monitoring over time]({console_url}/models/{model_name}/monitoring)", ""]
     if picture is not None:
         lines += [f"Drift picture: `{picture}`", ""]
     if png is not None:

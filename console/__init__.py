@@ -1,0 +1,1 @@
+"""esteira's web console: models, versions with lineage, training runs, monitoring over time, audit, actions."""

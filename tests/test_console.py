@@ -1,0 +1,214 @@
+"""The web console over HTTP: every page on SQLite and PostgreSQL, what bad input gets, the two actions.
+
+The browser tests (``tests/test_e2e_demo.py``) open the same pages in Chromium on the registry the demo's
+flows filled; these read a registry filled through the ``Registry`` API (``tests/console_data.py``) and check
+each page's content, the 404 and 503 pages, and that promote and rollback need the admin token, go through
+the registry and land in the audit log with their actor.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from console.app import Console, create_app
+from console.server import ConsoleExposureError, check_exposure
+from core.settings import Settings
+from registry import Registry
+from tests.console_data import Filled, fill
+
+TOKEN = "console-admin-token"
+
+
+def _client(registry: Registry, tmp_path: Path, token: str | None = None) -> TestClient:
+    settings = Settings(home=tmp_path, gateway_admin_token=SecretStr(token) if token else None)
+    return TestClient(create_app(Console(settings, registry)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def filled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Registry, Filled]]:
+    if request.param == "sqlite":
+        registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}", str(tmp_path / "artifacts"))
+    else:
+        registry = Registry(request.getfixturevalue("pg_url"), str(tmp_path / "artifacts"))
+    try:
+        yield registry, fill(registry, versions=12, trials=240, reports=25)
+    finally:
+        registry.close()
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_every_page_shows_the_registry(filled: tuple[Registry, Filled], tmp_path: Path) -> None:
+    registry, data = filled
+    client = _client(registry, tmp_path)
+    name = data.model
+    events_before = len(registry.history(name))
+
+    index = client.get("/")
+    assert index.status_code == 200 and "Server-Timing" in index.headers
+    assert f'data-model="{name}"' in index.text and "production → v12" in _text(index.text)
+    assert f'href="/reports/{data.report_ids[-1]}"' in index.text  # the latest monitoring decision
+    assert client.get("/?q=no-such-thing").text.count("data-model=") == 0
+
+    model = client.get(f"/models/{name}")
+    assert model.status_code == 200
+    assert re.search(r'data-alias="production".*?v12', model.text, re.S)
+    assert re.search(r'data-alias="staging".*?v11', model.text, re.S)
+    assert model.text.count("data-version=") == 12
+
+    version = _text(client.get(f"/models/{name}/versions/3").text)
+    assert "svc_v1" in version and f"{2:064x}" in version and "10,002 rows" in version  # lineage
+    assert "scikit-learn 1.7.2" in version and "git:" in version
+    mv = registry.get_version(name, 3)
+    assert f"run {mv.training_run_id}" in version
+
+    run = client.get(f"/runs/{data.big_run_id}?sort=cv&order=desc")
+    scores = [float(s) for s in re.findall(r'<td class="cv">([-0-9.e]+)</td>', run.text)]
+    assert len(scores) == 100 and scores == sorted(scores, reverse=True)  # a page of the 120-trial leaderboard
+    assert "class=\"chosen" in run.text and "beats production on the holdout" in run.text
+    second = client.get(f"/runs/{data.big_run_id}?sort=duration&order=asc&page=2")
+    assert second.status_code == 200 and second.text.count("data-trial=") == 20
+
+    monitoring = client.get(f"/models/{name}/monitoring").text
+    assert re.search(r'id="drift-chart"[^>]*data-points="25"', monitoring)
+    assert re.search(r'id="performance-chart"[^>]*data-points="25"', monitoring)
+    assert monitoring.count('data-decision="retrain"') == 2 * 2  # two retrain reports, on both charts
+
+    retrain = data.report_ids[9]
+    report = client.get(f"/reports/{retrain}").text
+    assert report.count('class="picture histogram"') == 14 and report.count('class="picture categories"') == 6
+    assert "00000000-0000-4000-8000-000000000009" in report  # the retrain run it started
+
+    compare = client.get(f"/models/{name}/compare?v=1&v=12").text
+    assert 'data-field="holdout_roc_auc"' in compare and 'class="differs" data-field="code_version"' in compare
+
+    audit = client.get(f"/models/{name}/audit").text
+    ids = [int(i) for i in re.findall(r'data-event="(\d+)"', audit)]
+    assert ids == sorted(ids, reverse=True) and len(ids) == events_before
+    assert len(registry.history(name)) == events_before, "reading pages must write nothing"
+
+
+def test_unknown_things_are_404_pages_that_name_them(registry: Registry, tmp_path: Path) -> None:
+    data = fill(registry, versions=2, trials=4, reports=1)
+    client = _client(registry, tmp_path)
+    cases = {
+        "/models/nope": "model 'nope' not found",
+        f"/models/{data.model}/versions/99": f"version 99 of model '{data.model}' not found",
+        f"/models/{data.model}/versions/abc": "versions are numbers",
+        "/models/nope/versions/1": "model 'nope' not found",
+        "/reports/424242": "monitoring report 424242 not found",
+        "/runs/424242": "training run 424242 not found",
+        f"/models/{data.model}/compare?v=1&v=7": f"version 7 of model '{data.model}' not found",
+        "/no/such/page": "no page at /no/such/page",
+    }
+    for url, message in cases.items():
+        answer = client.get(url)
+        assert answer.status_code == 404, url
+        assert message in _text(answer.text).replace("&#39;", "'"), (url, _text(answer.text))
+        assert "Traceback" not in answer.text
+    bad = {f"/runs/{data.big_run_id}?sort=bogus": "sort", f"/models/{data.model}/compare?v=1": "v",
+           f"/models/{data.model}?page=x": "page", f"/models/{data.model}?filter=metrics.x >": "filter"}
+    for url, field in bad.items():
+        answer = client.get(url)
+        assert answer.status_code == 400, url
+        assert field in _text(answer.text), (url, _text(answer.text))
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://esteira@127.0.0.1:1/registry",
+                                 "sqlite:///{tmp_path}"])  # a folder where the database file should be
+def test_a_registry_that_is_down_gives_a_page_that_says_so(url: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, database_url=url.format(tmp_path=tmp_path))
+    client = TestClient(create_app(Console(settings)))
+    for path in ("/", "/models/m", "/reports/1"):
+        answer = client.get(path)
+        assert answer.status_code == 503
+        assert "The registry is unavailable" in answer.text and "registry database unreachable" in answer.text
+        assert "Traceback" not in answer.text
+    assert client.get("/healthz").status_code == 200  # the console itself is up
+
+
+def _audit_tail(registry: Registry, name: str) -> list[tuple[str, str | None, int | None, str, str]]:
+    return [(e.action, e.alias, e.to_version, e.actor, e.reason) for e in registry.history(name)]
+
+
+def test_promote_and_rollback_need_the_admin_token_and_land_in_the_audit_log(
+        registry: Registry, tmp_path: Path) -> None:
+    data = fill(registry, versions=3, trials=6, reports=0)
+    name = data.model
+    client = _client(registry, tmp_path, token=TOKEN)
+    before = _audit_tail(registry, name)
+    form = {"version": "1", "alias": "production", "actor": "ana", "reason": "v3 misbehaves"}
+
+    for token, status, says in (("", 401, "needs the admin token"), ("wrong", 401, "invalid admin token")):
+        answer = client.post(f"/models/{name}/promote", data={**form, "token": token}, follow_redirects=False)
+        assert answer.status_code == status and says in answer.text
+        answer = client.post(f"/models/{name}/rollback", data={**form, "token": token}, follow_redirects=False)
+        assert answer.status_code == status
+    assert registry.resolve_alias(name, "production") == 3 and _audit_tail(registry, name) == before
+
+    cross_site = client.post(f"/models/{name}/promote", data={**form, "token": TOKEN},
+                             headers={"Origin": "http://elsewhere.example"}, follow_redirects=False)
+    assert cross_site.status_code == 403 and registry.resolve_alias(name, "production") == 3
+
+    for field, value in (("reason", ""), ("actor", " "), ("version", "one"), ("alias", "Bad Alias!")):
+        answer = client.post(f"/models/{name}/promote", data={**form, "token": TOKEN, field: value},
+                             follow_redirects=False)
+        assert answer.status_code == 400 and f"field: {field}" in _text(answer.text), field
+    missing = client.post(f"/models/{name}/promote", data={**form, "version": "9", "token": TOKEN})
+    assert missing.status_code == 404 and "version 9" in missing.text
+    assert _audit_tail(registry, name) == before
+
+    promoted = client.post(f"/models/{name}/promote", data={**form, "token": TOKEN}, follow_redirects=False)
+    assert promoted.status_code == 303
+    assert registry.resolve_alias(name, "production") == 1
+    assert _audit_tail(registry, name)[-1] == ("promote", "production", 1, "console:ana", "v3 misbehaves")
+    page = client.get(promoted.headers["location"]).text
+    assert "Recorded as audit event" in page and "console:ana" in page
+
+    rolled = client.post(f"/models/{name}/rollback",
+                         data={"alias": "production", "actor": "ana", "reason": "false alarm", "token": TOKEN},
+                         follow_redirects=False)
+    assert rolled.status_code == 303 and registry.resolve_alias(name, "production") == 3
+    assert _audit_tail(registry, name)[-1] == ("rollback", "production", 3, "console:ana", "false alarm")
+    audit = client.get(f"/models/{name}/audit").text
+    assert audit.index("false alarm") < audit.index("v3 misbehaves"), "newest first"
+
+
+def test_without_an_admin_token_actions_are_open_on_loopback_only(registry: Registry, tmp_path: Path) -> None:
+    data = fill(registry, versions=2, trials=2, reports=0)
+    client = _client(registry, tmp_path)
+    answer = client.post(f"/models/{data.model}/promote",
+                         data={"version": "1", "actor": "bo", "reason": "try v1", "token": ""})
+    assert answer.status_code == 200 and registry.resolve_alias(data.model, "production") == 1
+    check_exposure("127.0.0.1", Settings(home=tmp_path))
+    with pytest.raises(ConsoleExposureError, match="ESTEIRA_GATEWAY_ADMIN_TOKEN"):
+        check_exposure("0.0.0.0", Settings(home=tmp_path))
+    check_exposure("0.0.0.0", Settings(home=tmp_path, gateway_admin_token=SecretStr(TOKEN)))
+
+
+def test_the_model_page_shows_what_each_live_gateway_replica_serves(registry: Registry, tmp_path: Path) -> None:
+    data = fill(registry, versions=3, trials=3, reports=0)
+    name = data.model
+    served = {f"{name}@production": {"version": 3, "flavor": "sklearn", "role": "serving"},
+              f"{name}@challenger": {"version": 2, "flavor": "sklearn", "role": "shadow"},
+              "other@production": {"version": 7, "flavor": "sklearn", "role": "serving"}}
+    registry.record_replica("gw#a", host="node-a", pid=11, served=served, refused={f"{name}:1": "IntegrityError"})
+    registry.record_replica("gw#b", host="node-b", pid=12, served={f"{name}@production": {"version": 2,
+                                                                                         "role": "serving"}})
+    registry.record_replica("gw#gone", host="node-c", pid=13, served=served)
+    registry.stop_replica("gw#gone")
+    page = _client(registry, tmp_path).get(f"/models/{name}").text
+    table = _text(page[page.index('<table class="replicas">'):page.index("</table>", page.index("replicas"))])
+    assert "node-a" in table and "node-b" in table and "node-c" not in table, table  # a stopped one is gone
+    assert f"{name}@production v3" in table and f"{name}@challenger v2 (shadow)" in table
+    assert f"refused {name}:1" in table and "other@" not in table
+    index = _text(_client(registry, tmp_path).get("/").text)
+    assert f"{name}@production v2 {name}@production v3" in index  # a mixed fleet mid-swap shows both
