@@ -8,8 +8,8 @@ actions are meant.
 from __future__ import annotations
 
 import logging
-import os
 
+from core.network import is_loopback
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("esteira.console")
@@ -20,11 +20,9 @@ class ConsoleExposureError(ValueError):
 
 
 def check_exposure(host: str, settings: Settings) -> None:
-    from gateway.exposure import INSECURE_VARIABLE, is_loopback
-
     if is_loopback(host) or settings.gateway_admin_token is not None:
         return
-    if settings.gateway_insecure or os.environ.get(INSECURE_VARIABLE, "").lower() in ("1", "true", "yes"):
+    if settings.gateway_insecure:
         log.warning("the console listens on %s without an admin token: anyone who reaches it can promote and "
                     "roll back models", host)
         return

@@ -15,13 +15,17 @@ and it reads the tokens from the replica's own environment: a cluster whose node
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
+
+from core.network import is_loopback  # the rule the console binds by too
 
 if TYPE_CHECKING:
     from core.settings import Settings
     from gateway.config import GatewayConfig
+
+__all__ = ["ExposureError", "INSECURE_VARIABLE", "check_exposure", "check_replica", "check_settings", "is_loopback",
+           "open_scopes"]
 
 log = logging.getLogger("esteira.gateway.exposure")
 
@@ -30,20 +34,6 @@ INSECURE_VARIABLE = "ESTEIRA_GATEWAY_INSECURE"
 
 class ExposureError(ValueError):
     """The gateway would listen off loopback with routes open to anyone; the message says how to close them."""
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for an address only this machine reaches. A wildcard, a network address or a host name other than
-    ``localhost`` is not: a name may resolve to anything, so it is taken as reachable from the network."""
-    if not host:
-        return False
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def open_scopes(predict_token: str | None, admin_token: str | None) -> list[str]:

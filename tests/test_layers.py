@@ -1,7 +1,8 @@
 """The boundaries the folders promise, checked on the source (no imports run):
 
 * every import points down: ``core`` under the parts; ``registry`` and ``feature_repo`` over ``core`` only;
-  ``flows`` and ``gateway`` beside each other, never importing one another; the application shell
+  ``flows`` and ``gateway`` beside each other, never importing one another; the web console (``console``) over
+  the registry alone; the application shell
   (``esteira``) over everything;
 * the library knows no domain: nothing outside ``examples/`` names an example's model, entities, keys or
   data (a team brings its own).
@@ -17,14 +18,15 @@ import pytest
 
 from core.settings import ESTEIRA_ROOT
 
-PACKAGES = ("core", "registry", "feature_repo", "flows", "gateway", "esteira")
+PACKAGES = ("core", "registry", "feature_repo", "flows", "gateway", "console", "esteira")
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "registry": {"core"},
     "feature_repo": {"core"},
     "flows": {"core", "registry", "feature_repo"},
     "gateway": {"core", "registry", "feature_repo"},
-    "esteira": {"core", "registry", "feature_repo", "flows", "gateway"},
+    "console": {"core", "registry"},
+    "esteira": {"core", "registry", "feature_repo", "flows", "gateway", "console"},
 }
 
 # What the examples are about: their model, service, entity, key and data names. Library code and its
