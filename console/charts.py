@@ -84,8 +84,14 @@ def time_series(points: Sequence[Point], *, title: str, y_label: str, reference:
     t0, t1 = valued[0].at.timestamp(), valued[-1].at.timestamp()
     span = (t1 - t0) or 1.0
 
+    inset = 8.0  # points at the ends stay clear of the axis
+    stamp_format = "%m-%d" if span > 3 * 86400 else ("%m-%d %H:%M" if span > 3600 else "%H:%M:%S")
+
+    def x_at(at: float) -> float:
+        return left + inset + (at - t0) / span * (plot_w - 2 * inset) if t1 > t0 else left + plot_w / 2
+
     def x_of(p: Point) -> float:
-        return left + (p.at.timestamp() - t0) / span * plot_w if t1 > t0 else left + plot_w / 2
+        return x_at(p.at.timestamp())
 
     def y_of(value: float) -> float:
         return top + (1 - (value - low) / (high - low)) * plot_h  # type: ignore[operator]
@@ -98,8 +104,8 @@ def time_series(points: Sequence[Point], *, title: str, y_label: str, reference:
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_num(tick)}</text>')
     for i in range(5 if t1 > t0 else 1):
         at = t0 + span * i / 4 if t1 > t0 else t0
-        x = left + (at - t0) / span * plot_w if t1 > t0 else left + plot_w / 2
-        stamp = datetime.fromtimestamp(at, tz=valued[0].at.tzinfo).strftime("%m-%d %H:%M")
+        x = x_at(at)
+        stamp = datetime.fromtimestamp(at, tz=valued[0].at.tzinfo).strftime(stamp_format)
         anchor = "start" if i == 0 and t1 > t0 else ("end" if i == 4 else "middle")
         parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="{anchor}">{stamp}</text>')
     parts.append(f'<text class="y-label" x="12" y="{top + plot_h / 2}" transform="rotate(-90 12 '

@@ -31,15 +31,21 @@ def _client(registry: Registry, tmp_path: Path, token: str | None = None) -> Tes
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def filled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Registry, Filled]]:
+def any_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """An empty registry on SQLite, then on PostgreSQL."""
     if request.param == "sqlite":
         registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}", str(tmp_path / "artifacts"))
     else:
         registry = Registry(request.getfixturevalue("pg_url"), str(tmp_path / "artifacts"))
     try:
-        yield registry, fill(registry, versions=12, trials=240, reports=25)
+        yield registry
     finally:
         registry.close()
+
+
+@pytest.fixture
+def filled(any_registry: Registry) -> tuple[Registry, Filled]:
+    return any_registry, fill(any_registry, versions=12, trials=240, reports=25)
 
 
 def _text(html: str) -> str:
@@ -140,7 +146,8 @@ def _audit_tail(registry: Registry, name: str) -> list[tuple[str, str | None, in
 
 
 def test_promote_and_rollback_need_the_admin_token_and_land_in_the_audit_log(
-        registry: Registry, tmp_path: Path) -> None:
+        any_registry: Registry, tmp_path: Path) -> None:
+    registry = any_registry
     data = fill(registry, versions=3, trials=6, reports=0)
     name = data.model
     client = _client(registry, tmp_path, token=TOKEN)

@@ -106,8 +106,8 @@ def esteira(project: Path, env: dict[str, str], *args: str, timeout: float = 300
 
 
 def test_a_project_of_its_own_from_init_to_retraining(tmp_path: Path) -> None:
-    esteira_files = ["status", "--porcelain", "--", "core", "registry", "feature_repo", "flows", "gateway", "esteira",
-                     "deployments.yaml", "pyproject.toml"]
+    esteira_files = ["status", "--porcelain", "--", "core", "registry", "feature_repo", "flows", "gateway", "console",
+                     "esteira", "deployments.yaml", "pyproject.toml"]
     before = subprocess.run(["git", "-C", str(ESTEIRA_ROOT), *esteira_files], capture_output=True, text=True,
                             check=False).stdout
     project = tmp_path / "plant"
