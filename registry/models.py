@@ -45,7 +45,7 @@ class ModelVersion(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     model_id: int = Field(foreign_key="registered_model.id", index=True)
-    model_name: str = Field(max_length=128)
+    model_name: str = Field(max_length=128, index=True)
     version: int
     status: str = Field(default="ready", max_length=32)
     servable: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
