@@ -212,9 +212,13 @@ def create_app(console: Console | None = None) -> FastAPI:
         if not (run_id.isascii() and run_id.isdigit()):
             raise NotFound(f"training run {run_id!r} not found: runs are numbers")
         run = reg.get_run(int(run_id))
-        trials = reg.trials(run.id)  # type: ignore[arg-type]
-        ranked, pager = pages.leaderboard(trials, sort, order, _int(page, "page", 1))
-        best = next((t for t in trials if t.id == run.best_trial_id), None)
+        ranked, pager, failed = pages.leaderboard(reg, run.id, sort, order, _int(page, "page", 1))  # type: ignore[arg-type]
+        best = None
+        if run.best_trial_id is not None:
+            try:
+                best = reg.get_trial(run.best_trial_id)
+            except NotFound:
+                best = None
         version = None
         if run.registered_version is not None:
             try:
@@ -222,8 +226,7 @@ def create_app(console: Console | None = None) -> FastAPI:
             except NotFound:
                 version = None
         return state.render(request, "run.html", run=run, ranked=ranked, pager=pager, best=best, version=version,
-                            sort=sort, order=order, n_trials=len(trials),
-                            failed=sum(t.status != "succeeded" for t in trials))
+                            sort=sort, order=order, n_trials=pager.total, failed=failed)
 
     @app.get("/models/{name}/monitoring", response_class=HTMLResponse)
     def monitoring_page(request: Request, name: str, before: str | None = None) -> HTMLResponse:

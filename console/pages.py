@@ -16,6 +16,7 @@ from typing import Any
 
 from console.charts import Point
 from registry import Registry
+from registry.api import TRIAL_SORTS
 from registry.errors import RegistryError
 from registry.models import ModelVersion, Trial
 
@@ -123,28 +124,19 @@ def versions_page(registry: Registry, name: str, page: int, filters: Sequence[st
     return registry.list_versions(name, limit=VERSIONS_PER_PAGE, offset=(pager.page - 1) * VERSIONS_PER_PAGE), pager
 
 
-TRIAL_SORTS = {
-    "id": lambda t: t.id,
-    "family": lambda t: t.family,
-    "cv": lambda t: t.metrics.get("cv_mean", -math.inf) if t.status == "succeeded" else -math.inf,
-    "std": lambda t: t.metrics.get("cv_std", math.inf),
-    "duration": lambda t: t.duration_s,
-    "status": lambda t: t.status,
-}
-
-
-def leaderboard(trials: list[Trial], sort: str, order: str, page: int) -> tuple[list[tuple[int, Trial]], Pager]:
-    """Trials ranked by CV score (rank 1 is the best), then sorted and paged as asked."""
+def leaderboard(registry: Registry, run_id: int, sort: str, order: str, page: int
+                ) -> tuple[list[tuple[int, Trial]], Pager, int]:
+    """A page of the run's trials ranked by CV score (rank 1 is the best), sorted as asked; the pager and how
+    many trials failed."""
     if sort not in TRIAL_SORTS:
         raise BadRequest(f"cannot sort trials by {sort!r}: use one of {', '.join(TRIAL_SORTS)}", field="sort")
     if order not in ("asc", "desc"):
         raise BadRequest(f"order must be 'asc' or 'desc', not {order!r}", field="order")
-    by_score = sorted(trials, key=TRIAL_SORTS["cv"], reverse=True)
-    rank = {t.id: i + 1 for i, t in enumerate(by_score)}
-    ordered = sorted(trials, key=TRIAL_SORTS[sort], reverse=order == "desc")
-    pager = Pager.of(len(ordered), page, TRIALS_PER_PAGE)
-    start = (pager.page - 1) * TRIALS_PER_PAGE
-    return [(rank[t.id], t) for t in ordered[start:start + TRIALS_PER_PAGE]], pager
+    total, failed = registry.trial_counts(run_id)
+    pager = Pager.of(total, page, TRIALS_PER_PAGE)
+    rows = registry.leaderboard(run_id, sort=sort, descending=order == "desc",
+                                offset=(pager.page - 1) * TRIALS_PER_PAGE, limit=TRIALS_PER_PAGE)
+    return rows, pager, failed
 
 
 def series_points(series: list[dict[str, Any]], href: str) -> tuple[list[Point], list[Point], str | None,

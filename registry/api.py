@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session
@@ -39,6 +39,8 @@ from registry.models import (
 from registry.names import check_alias, check_model_name
 
 ALIAS_CHANGES = ("promote", "rollback")
+TRIAL_SORTS = ("id", "family", "cv", "std", "duration", "status")
+"""What :meth:`Registry.leaderboard` sorts trials by: id, family, CV score, its spread, duration, status."""
 REPLICA_RETENTION_S = 24 * 3600.0
 """A gateway replica's row is deleted once it has not been seen (or has been stopped) for this long."""
 
@@ -551,6 +553,41 @@ class Registry:
     def trials(self, run_id: int) -> list[Trial]:
         with self._read() as session:
             return list(session.execute(select(Trial).where(Trial.run_id == run_id).order_by(Trial.id)).scalars())
+
+    def get_trial(self, trial_id: int) -> Trial:
+        with self._read() as session:
+            trial = session.get(Trial, trial_id)
+        if trial is None:
+            raise NotFound(f"trial {trial_id} not found")
+        return trial
+
+    def trial_counts(self, run_id: int) -> tuple[int, int]:
+        """How many trials the run has, and how many of them did not succeed."""
+        failed = func.sum(case((Trial.status != "succeeded", 1), else_=0))
+        with self._unavailable_as_error(), self.read_engine.connect() as connection:
+            total, bad = connection.execute(select(func.count(), failed).where(Trial.run_id == run_id)).one()
+        return int(total or 0), int(bad or 0)
+
+    def leaderboard(self, run_id: int, *, sort: str = "cv", descending: bool = True, offset: int = 0,
+                    limit: int = 100) -> list[tuple[int, Trial]]:
+        """A page of a run's trials, each with its rank by CV score (1 is the best; trials that did not succeed
+        rank last), sorted by ``sort`` (one of :data:`TRIAL_SORTS`; missing values last either way).
+
+        Ranked, sorted and paged in SQL: a search of ten thousand trials is one page read, not ten thousand
+        objects built (``bench/bench_console.py``)."""
+        score = case((Trial.status == "succeeded", Trial.metrics["cv_mean"].as_float()), else_=None)  # type: ignore[index]
+        keys = {"id": Trial.id, "family": Trial.family, "cv": score, "std": Trial.metrics["cv_std"].as_float(),  # type: ignore[index]
+                "duration": Trial.duration_s, "status": Trial.status}
+        if sort not in keys:
+            raise RegistryError(f"cannot sort trials by {sort!r}: use one of {', '.join(TRIAL_SORTS)}")
+        rank = func.row_number().over(order_by=(score.desc().nulls_last(), Trial.id)).label("rank")
+        ranked = select(Trial.id.label("trial_id"), rank).where(Trial.run_id == run_id).subquery()  # type: ignore[union-attr]
+        key = keys[sort]
+        order = key.desc().nulls_last() if descending else key.asc().nulls_last()  # type: ignore[union-attr]
+        query = (select(Trial, ranked.c.rank).join(ranked, ranked.c.trial_id == Trial.id)
+                 .order_by(order, Trial.id).offset(offset).limit(limit))
+        with self._read() as session:
+            return [(int(rank), trial) for trial, rank in session.execute(query).all()]
 
     # -- gateway replicas ------------------------------------------------------------------------------------
 

@@ -219,3 +219,39 @@ def test_the_model_page_shows_what_each_live_gateway_replica_serves(registry: Re
     assert f"refused {name}:1" in table and "other@" not in table
     index = _text(_client(registry, tmp_path).get("/").text)
     assert f"{name}@production v2 {name}@production v3" in index  # a mixed fleet mid-swap shows both
+
+
+def test_the_leaderboard_ranks_sorts_and_pages_in_sql_as_python_would(any_registry: Registry) -> None:
+    """``Registry.leaderboard`` against a plain-Python oracle: rank by CV score with failed trials last (ties by
+    id), any sort column either way with missing values last, pages that tile the whole run."""
+    import random
+
+    registry = any_registry
+    rng = random.Random(3)
+    run = registry.start_run("board")
+    rows = []
+    for i in range(57):
+        failed = i % 9 == 4
+        metrics = {} if i % 13 == 5 else {"cv_mean": round(rng.choice([0.7, 0.8, rng.random()]), 3),
+                                         "cv_std": round(rng.random() / 10, 4)}
+        rows.append({"family": rng.choice(["a", "b", "c"]), "params": {"i": i}, "metrics": metrics,
+                     "duration_s": round(rng.random() * 5, 2), "status": "failed" if failed else "succeeded"})
+    trials = registry.record_trials(run.id, rows)  # type: ignore[arg-type]
+
+    def score(t):  # noqa: ANN001, ANN202
+        return t.metrics.get("cv_mean") if t.status == "succeeded" else None
+
+    by_rank = sorted(trials, key=lambda t: (score(t) is None, -(score(t) or 0), t.id))
+    rank = {t.id: i + 1 for i, t in enumerate(by_rank)}
+    keys = {"id": lambda t: t.id, "family": lambda t: t.family, "cv": score,
+            "std": lambda t: t.metrics.get("cv_std"), "duration": lambda t: t.duration_s, "status": lambda t: t.status}
+    assert registry.trial_counts(run.id) == (57, sum(r["status"] == "failed" for r in rows))  # type: ignore[arg-type]
+    for sort, key in keys.items():
+        for descending in (True, False):
+            present = sorted((t for t in trials if key(t) is not None), key=lambda t: t.id)
+            present.sort(key=key, reverse=descending)  # stable: ties stay in id order
+            expected = [(rank[t.id], t.id) for t in present + [t for t in trials if key(t) is None]]
+            got = [(r, t.id) for offset in (0, 20, 40)
+                   for r, t in registry.leaderboard(run.id, sort=sort, descending=descending,  # type: ignore[arg-type]
+                                                    offset=offset, limit=20)]
+            assert got == expected, (sort, descending)
