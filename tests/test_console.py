@@ -255,3 +255,23 @@ def test_the_leaderboard_ranks_sorts_and_pages_in_sql_as_python_would(any_regist
                    for r, t in registry.leaderboard(run.id, sort=sort, descending=descending,  # type: ignore[arg-type]
                                                     offset=offset, limit=20)]
             assert got == expected, (sort, descending)
+
+
+def test_text_from_the_registry_is_shown_as_text_never_as_markup(registry: Registry, tmp_path: Path) -> None:
+    data = fill(registry, versions=2, trials=2, reports=1)
+    hostile = "<script>alert(1)</script>"
+    registry.create_model("plain", description=hostile, tags={"team": "<b>x</b>"})
+    report = registry.get_report(data.report_ids[0])
+    features = dict(report.drift["features"])
+    features['<img src=x onerror="alert(1)">'] = {
+        "algorithm": "chi-square", "drifted": True, "picture": {
+            "kind": "categories", "categories": [hostile], "reference": [1.0], "window": [1.0]}}
+    registry.update_report(report.id, drift={**report.drift, "features": features}, reason=hostile)  # type: ignore[arg-type]
+    registry.promote(data.model, 1, reason=hostile, actor="<i>me</i>")
+    client = _client(registry, tmp_path)
+    for url in ("/", "/models/plain", f"/reports/{report.id}", f"/models/{data.model}/audit",
+                f"/models/{data.model}/versions/1", f"/models/{data.model}/monitoring"):
+        html = client.get(url).text
+        for raw in (hostile, "<img src=x", "<b>x</b>", "<i>me</i>"):
+            assert raw not in html, (url, raw)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/models/plain").text
