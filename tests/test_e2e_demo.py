@@ -16,8 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.testing import free_port
+from gateway.testing import free_port, serve_app
 from tests.browser import chromium, screenshot  # noqa: F401 - chromium is a fixture
 
 pytestmark = pytest.mark.slow
@@ -92,7 +90,6 @@ def test_the_stack_serves_the_console_with_the_demos_models(demo: DemoRun) -> No
 @pytest.fixture(scope="module")
 def console_url(demo: DemoRun) -> Iterator[str]:
     """A console with an admin token on the demo's registry (the stack's own has none, as the embedded default)."""
-    import uvicorn
     from pydantic import SecretStr
 
     from console.app import Console, create_app
@@ -100,18 +97,8 @@ def console_url(demo: DemoRun) -> Iterator[str]:
 
     settings = Settings(project=demo.project, home=demo.home, gateway_admin_token=SecretStr(ADMIN_TOKEN),
                         gateway_port=int(demo.summary["urls"]["gateway"].rsplit(":", 1)[1]))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Console(settings)), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the console did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(create_app(Console(settings))) as url:
+        yield url
 
 
 def _aliases(page: Any) -> dict[str, str]:

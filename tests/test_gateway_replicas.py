@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.service import ModelService
 from gateway.testing import SIGNATURE_NUMERIC, example_row, numeric_classifier
 from registry import GatewayReplica, NotFound, Registry
+from tests.prefect_stack import wait_for
 
 SERVING_V1 = {"scorer@production": {"version": 1, "flavor": "sklearn", "role": "serving"}}
 
@@ -128,13 +129,8 @@ def replica_service(registry: Registry, home: Path, replica_id: str) -> ModelSer
     return ModelService.from_config(config, replica_id=replica_id)
 
 
-def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+def soon(condition: Any, what: str) -> None:
+    wait_for(condition, 5.0, what, interval=0.02)
 
 
 def predicted_version(client: TestClient) -> int:
@@ -146,19 +142,21 @@ def predicted_version(client: TestClient) -> int:
 def test_a_replica_records_the_hot_swap_its_heartbeats_and_its_stop(scorer: Registry,
                                                                     esteira_home: Path) -> None:
     with TestClient(build_app(replica_service(scorer, esteira_home, "replica-a"))) as client:
-        wait_for(lambda: scorer.gateway_replicas(model_name="scorer"))  # written once the first sync is done
+        # written once the first sync is done
+        soon(lambda: scorer.gateway_replicas(model_name="scorer"), "the first write")
         [row] = scorer.gateway_replicas()
         assert (row.replica_id, row.pid, row.stopped_at) == ("replica-a", os.getpid(), None)
         assert row.served == SERVING_V1 and row.refused == {}
 
         scorer.promote("scorer", 2, reason="better")
-        wait_for(lambda: only(scorer, "replica-a").serving_version("scorer") == 2)
+        soon(lambda: only(scorer, "replica-a").serving_version("scorer") == 2, "the hot swap's write")
         assert predicted_version(client) == 2
         pinned = only(scorer, "replica-a").served["scorer:1"]  # v1 stays loaded: an instant rollback
         assert pinned == {"version": 1, "flavor": "sklearn", "role": "pinned"}
 
         seen = only(scorer, "replica-a").seen_at
-        wait_for(lambda: only(scorer, "replica-a").seen_at > seen)  # nothing changed: the heartbeat alone
+        # nothing changed: the heartbeat alone
+        soon(lambda: only(scorer, "replica-a").seen_at > seen, "a heartbeat")
         assert scorer.gateway_replicas(seen_within_s=3 * 0.1 + 1)[0].replica_id == "replica-a"
     assert only(scorer, "replica-a").stopped_at is not None
 
@@ -169,12 +167,12 @@ def test_a_replica_keeps_serving_when_its_registry_url_becomes_unreachable(
     service = replica_service(scorer, esteira_home, "replica-b")
     manager = service.manager
     with TestClient(build_app(service)) as client:
-        wait_for(lambda: scorer.gateway_replicas(model_name="scorer"))
+        soon(lambda: scorer.gateway_replicas(model_name="scorer"), "the first write")
         reachable = manager._registry_factory
         unreachable = Registry("postgresql+psycopg://esteira@127.0.0.1:1/registry", scorer.artifacts.root,
                                migrate=False)  # nothing listens on port 1: every connection is refused
         manager._registry_factory, manager._registry = (lambda: unreachable), None
-        wait_for(lambda: not manager.health.ok)
+        soon(lambda: not manager.health.ok, "the registry to count as down")
         last_seen = only(scorer, "replica-b").seen_at
 
         until = time.monotonic() + 1.0  # ten heartbeats
@@ -187,7 +185,7 @@ def test_a_replica_keeps_serving_when_its_registry_url_becomes_unreachable(
         assert only(scorer, "replica-b").seen_at == last_seen
 
         manager._registry_factory, manager._registry = reachable, None
-        wait_for(lambda: only(scorer, "replica-b").seen_at > last_seen)
+        soon(lambda: only(scorer, "replica-b").seen_at > last_seen, "writes to resume")
         assert any("written again" in r.getMessage() for r in caplog.records)
         unreachable.close()
     assert only(scorer, "replica-b").stopped_at is not None
