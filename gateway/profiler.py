@@ -92,6 +92,7 @@ class ProfilerProcess:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
+        self._jobs = 0  # sent to the current child
         self.restarts = 0
 
     def _start(self) -> subprocess.Popen[str]:
@@ -106,7 +107,7 @@ class ProfilerProcess:
                 if self._proc is not None:
                     self.restarts += 1
                     log.warning("profiler process exited with %s; starting a new one", self._proc.returncode)
-                self._proc = self._start()
+                self._proc, self._jobs = self._start(), 0
 
     def submit(self, job: dict[str, Any]) -> None:
         """Send one job; raises ``OSError`` if the child cannot take it (the caller counts an error)."""
@@ -115,13 +116,26 @@ class ProfilerProcess:
             assert self._proc is not None and self._proc.stdin is not None
             self._proc.stdin.write(json.dumps(job) + "\n")
             self._proc.stdin.flush()
+            self._jobs += 1
 
     def close(self, timeout: float = 30.0) -> int | None:
-        """No more jobs: let the child finish what it has, then return its exit status (None if killed)."""
+        """No more jobs: let the child finish what it has, then return its exit status (None if killed).
+
+        A child that was sent nothing has nothing to finish: it is stopped at once rather than waited for
+        while it is still importing whylogs (seconds, for a replica that stops before its first window)."""
         with self._lock:
             proc, self._proc = self._proc, None
+            idle = self._jobs == 0
         if proc is None:
             return 0
+        if idle:
+            proc.terminate()
+            try:
+                return proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+                return None
         try:
             if proc.stdin is not None:
                 proc.stdin.close()

@@ -418,6 +418,18 @@ def test_profiles_come_from_a_child_process_that_is_replaced_if_it_dies(tmp_path
     assert profiled() == 30 and logger._profiler.restarts == 1  # type: ignore[union-attr]
 
 
+def test_a_profiler_child_that_was_sent_nothing_is_stopped_not_waited_for() -> None:
+    """A replica stopping before its first window has no profile to lose: its child, maybe still importing
+    whylogs, is terminated instead of being waited for (a sent job is waited for: the test above)."""
+    import signal
+
+    from gateway.profiler import ProfilerProcess
+
+    profiler = ProfilerProcess()
+    profiler.start()
+    assert profiler.close() == -signal.SIGTERM
+
+
 # -- flavors ------------------------------------------------------------------------------------------------------
 
 
