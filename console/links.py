@@ -6,13 +6,10 @@ import os
 import re
 from dataclasses import dataclass
 
+from core.network import client_host
 from core.settings import Settings
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-
-
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
 
 
 @dataclass(frozen=True)
@@ -29,8 +26,8 @@ class Links:
         if not ui and api:
             ui = re.sub(r"/api/?$", "", api)
         if not ui:
-            ui = f"http://{_client_host(settings.prefect_host)}:{settings.prefect_port}"
-        gateway = f"http://{_client_host(settings.gateway_host)}:{settings.gateway_port}"
+            ui = f"http://{client_host(settings.prefect_host)}:{settings.prefect_port}"
+        gateway = f"http://{client_host(settings.gateway_host)}:{settings.gateway_port}"
         return cls(prefect_ui=ui.rstrip("/"), gateway=gateway)
 
     def flow_run(self, flow_run_id: str | None) -> str | None:

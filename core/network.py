@@ -17,3 +17,8 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def client_host(host: str) -> str:
+    """Where a client connects to a server bound to ``host``: a wildcard bind address is reached through loopback."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host

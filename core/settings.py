@@ -155,8 +155,9 @@ class Settings(BaseSettings):
     def resolved_console_url(self) -> str:
         if self.console_url:
             return self.console_url.rstrip("/")
-        host = self.console_host
-        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        from core.network import client_host
+
+        host = client_host(self.console_host)
         return f"http://{f'[{host}]' if ':' in host else host}:{self.console_port}"
 
     @property

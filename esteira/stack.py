@@ -48,6 +48,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from core.network import client_host
 from core.ray_runtime import stack_ray_env, use_ray_env
 from core.settings import ESTEIRA_ROOT, Settings, get_settings
 from gateway.launch import HAPROXY_ENV
@@ -156,19 +157,14 @@ def stack_file(settings: Settings | None = None) -> Path:
     return _settings(settings).home / STACK_FILE
 
 
-def _client_host(host: str) -> str:
-    """Where clients connect: a wildcard bind address is reached through loopback."""
-    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
-
-
 def api_url(settings: Settings | None = None) -> str:
     s = _settings(settings)
-    return f"http://{_client_host(s.prefect_host)}:{s.prefect_port}/api"
+    return f"http://{client_host(s.prefect_host)}:{s.prefect_port}/api"
 
 
 def ui_url(settings: Settings | None = None) -> str:
     s = _settings(settings)
-    return f"http://{_client_host(s.prefect_host)}:{s.prefect_port}"
+    return f"http://{client_host(s.prefect_host)}:{s.prefect_port}"
 
 
 def stack_env(settings: Settings | None = None) -> dict[str, str]:
@@ -368,7 +364,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def _port_open(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((_client_host(host), port), timeout=1):
+        with socket.create_connection((client_host(host), port), timeout=1):
             return True
     except OSError:
         return False
@@ -585,7 +581,7 @@ def _start_console(s: Settings, env: dict[str, str], root: Path) -> int:
 
 def console_url(settings: Settings | None = None) -> str:
     s = _settings(settings)
-    return f"http://{_client_host(s.console_host)}:{s.console_port}"
+    return f"http://{client_host(s.console_host)}:{s.console_port}"
 
 
 def local_ray_address(settings: Settings | None = None) -> str:
@@ -594,7 +590,7 @@ def local_ray_address(settings: Settings | None = None) -> str:
 
 def gateway_url(settings: Settings | None = None) -> str:
     s = _settings(settings)
-    return f"http://{_client_host(s.gateway_host)}:{s.gateway_port}"
+    return f"http://{client_host(s.gateway_host)}:{s.gateway_port}"
 
 
 # Ray Serve's HAProxy ingress with direct ingress and its retry policy: see gateway/launch.py for what they
