@@ -41,8 +41,23 @@ from registry.names import check_alias, check_model_name
 ALIAS_CHANGES = ("promote", "rollback")
 TRIAL_SORTS = ("id", "family", "cv", "std", "duration", "status")
 """What :meth:`Registry.leaderboard` sorts trials by: id, family, CV score, its spread, duration, status."""
+PRODUCTION = "production"
+CANARY = "canary"
+DEFAULT_CANARY_SHARE = 0.1
+"""The share of requests a model's first canary gets when ``start_canary`` is given none."""
 REPLICA_RETENTION_S = 24 * 3600.0
 """A gateway replica's row is deleted once it has not been seen (or has been stopped) for this long."""
+
+
+def check_share(share: float) -> float:
+    """A canary's traffic share: a number with 0 < share <= 1, or a clear error."""
+    try:
+        value = float(share)
+    except (TypeError, ValueError):
+        raise RegistryError(f"canary share must be a number in (0, 1], got {share!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise RegistryError(f"canary share must be in (0, 1], got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -429,6 +444,8 @@ class Registry:
         for action, to_version in events:
             if action == "promote":
                 stack.append(to_version)
+            elif action == "rollback" and to_version is None:  # a canary's rollback: the alias is gone
+                stack.clear()
             elif action == "rollback" and stack:
                 stack.pop()
             elif action == "delete_alias":
@@ -457,6 +474,79 @@ class Registry:
         session.add(event)
         session.flush()
         return event
+
+
+    # -- canary ---------------------------------------------------------------------------------------------
+
+    def start_canary(self, name: str, version: int, *, share: float | None = None, reason: str = "",
+                     actor: str = "unknown", details: dict[str, Any] | None = None) -> AuditEvent:
+        """Send ``share`` of ``name``'s requests (default: the model's last share, else 0.1) to ``version``.
+
+        One transaction: the ``canary`` alias moves to the version (a ``promote`` event on that alias, its
+        details holding the share) and the model's share is set. A version already in production cannot be
+        its own canary. A canary already running is replaced (the new one is judged from its own start).
+        """
+        with self._write() as session:
+            model = self._lock_model(session, name)
+            share = check_share(share if share is not None else (model.canary_share or DEFAULT_CANARY_SHARE))
+            production = session.get(ModelAlias, (model.id, PRODUCTION))
+            if production is not None and production.version == version:
+                raise RegistryError(f"version {version} of model {name!r} is already production: a canary must be "
+                                    "another version")
+            model.canary_share = share
+            session.add(model)
+            return self._move_alias(session, model, CANARY, version, "promote", reason, actor,
+                                    {**(details or {}), "share": share})
+
+    def set_canary_share(self, name: str, share: float, *, reason: str = "", actor: str = "unknown") -> AuditEvent:
+        """Change the traffic share of ``name``'s canary at run time; the gateway picks it up at its next poll."""
+        share = check_share(share)
+        with self._write() as session:
+            model = self._lock_model(session, name)
+            previous = model.canary_share
+            model.canary_share = share
+            session.add(model)
+            canary = session.get(ModelAlias, (model.id, CANARY))
+            event = AuditEvent(model_name=name, action="canary_share", alias=CANARY,
+                               to_version=canary.version if canary else None, actor=actor, reason=reason,
+                               details={"from_share": previous, "to_share": share})
+            session.add(event)
+            session.flush()
+            return event
+
+    def canary_share(self, name: str) -> float | None:
+        """The share of requests ``name``'s canary gets (None: never set). The gateway polls this with the
+        aliases, only for models that have a canary."""
+        with self._unavailable_as_error(), self.read_engine.connect() as connection:
+            return connection.execute(
+                select(RegisteredModel.canary_share).where(RegisteredModel.name == name)).scalar_one_or_none()
+
+    def end_canary(self, name: str, *, promote: bool, reason: str = "", actor: str = "unknown",
+                   details: dict[str, Any] | None = None) -> list[AuditEvent]:
+        """Conclude ``name``'s canary in one transaction, so the audit log tells the whole story or none of it.
+
+        ``promote=True``: production moves to the canary's version (a ``promote`` event on ``production``),
+        then the ``canary`` alias is removed (``delete_alias``). ``promote=False``: the canary is rolled back
+        (a ``rollback`` event on ``canary`` from its version to none, the alias removed); production never
+        moved. Both carry ``reason`` and ``details`` (the verdict's report, say).
+        """
+        with self._write() as session:
+            model = self._lock_model(session, name)
+            row = session.get(ModelAlias, (model.id, CANARY))
+            if row is None:
+                raise NotFound(f"model {name!r} has no canary to conclude")
+            version = row.version
+            events = []
+            if promote:
+                events.append(self._move_alias(session, model, PRODUCTION, version, "promote", reason, actor,
+                                               {**(details or {}), "from_alias": CANARY}))
+            session.delete(row)
+            end = AuditEvent(model_name=name, action="delete_alias" if promote else "rollback", alias=CANARY,
+                             from_version=version, to_version=None, actor=actor, reason=reason,
+                             details=details or {})
+            session.add(end)
+            session.flush()
+            return [*events, end]
 
     # -- audit ----------------------------------------------------------------------------------------------
 
@@ -673,9 +763,12 @@ class Registry:
 
     def reports(self, model_name: str, *, limit: int = 50, decision: str | None = None,
                 since: datetime | None = None, version: int | None = None,
-                before_id: int | None = None) -> list[MonitoringReport]:
-        """Monitoring reports, newest first (of one ``version``, or older than report ``before_id``, if asked)."""
+                before_id: int | None = None, kind: str | None = "monitor") -> list[MonitoringReport]:
+        """Reports of one ``kind`` (``monitor`` by default, ``canary`` for canary verdicts, None for both), newest
+        first (of one ``version``, or older than report ``before_id``, if asked)."""
         query = select(MonitoringReport).where(MonitoringReport.model_name == model_name)
+        if kind is not None:
+            query = query.where(MonitoringReport.kind == kind)
         if decision:
             query = query.where(MonitoringReport.decision == decision)
         if since:
@@ -688,7 +781,8 @@ class Registry:
         with self._read() as session:
             return list(session.execute(query).scalars())
 
-    def report_series(self, model_name: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+    def report_series(self, model_name: str, *, limit: int | None = None, kind: str = "monitor"
+                      ) -> list[dict[str, Any]]:
         """Every report's headline numbers, oldest first, without the per-feature detail: what a chart of drift
         and performance over time needs. The ``drift`` column (scores and pictures of every feature) is the
         bulk of a report and is not read."""
@@ -696,7 +790,7 @@ class Registry:
                    MonitoringReport.window_start, MonitoringReport.window_end, MonitoringReport.n_rows,
                    MonitoringReport.n_labelled, MonitoringReport.status, MonitoringReport.drift_share,
                    MonitoringReport.performance, MonitoringReport.decision, MonitoringReport.triggered_run)
-        query = select(*columns).where(MonitoringReport.model_name == model_name)
+        query = select(*columns).where(MonitoringReport.model_name == model_name, MonitoringReport.kind == kind)
         query = query.order_by(MonitoringReport.id.desc())  # type: ignore[union-attr]
         if limit:
             query = query.limit(limit)
@@ -704,6 +798,6 @@ class Registry:
             rows = connection.execute(query).mappings().all()
         return [dict(row) for row in reversed(rows)]
 
-    def latest_report(self, model_name: str) -> MonitoringReport | None:
-        found = self.reports(model_name, limit=1)
+    def latest_report(self, model_name: str, *, kind: str = "monitor") -> MonitoringReport | None:
+        found = self.reports(model_name, limit=1, kind=kind)
         return found[0] if found else None

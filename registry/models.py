@@ -34,6 +34,10 @@ class RegisteredModel(SQLModel, table=True):
     name: str = Field(max_length=128, unique=True, index=True)
     description: str = Field(default="", max_length=4000)
     tags: dict[str, str] = _json(default_factory=dict)
+    canary_share: float | None = None
+    """The share of requests (0 < share <= 1) the gateway sends to the ``canary`` alias's version, by a hash
+    of the entity key or request id; set by :meth:`registry.Registry.start_canary` and changed at run time by
+    ``set_canary_share`` (both audited). Kept when a canary ends, as the next canary's default."""
     created_at: datetime = _ts(default_factory=utcnow)
 
 
@@ -69,6 +73,10 @@ class ModelVersion(SQLModel, table=True):
     flow_run_id: str | None = Field(default=None, max_length=64)
     training_run_id: int | None = Field(default=None, foreign_key="training_run.id")
     description: str = Field(default="", max_length=4000)
+    calibration: dict[str, Any] | None = _json(default=None, nullable=True)
+    """How the version's predicted probabilities map to observed frequencies on its holdout (isotonic
+    breakpoints as plain numbers, see :mod:`flows.calibration`): the monitor estimates performance from
+    them while labels have not arrived. None for regressions and versions registered without it."""
     created_at: datetime = _ts(default_factory=utcnow)
 
     @property
@@ -148,6 +156,9 @@ class MonitoringReport(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     model_name: str = Field(max_length=128, index=True)
+    kind: str = Field(default="monitor", max_length=32, sa_column_kwargs={"server_default": "monitor"})
+    """``monitor`` (a window of traffic against the reference: drift and performance) or ``canary`` (a canary
+    verdict: its evidence in ``performance``, its verdict, promote / rollback / continue, in ``decision``)."""
     version: int | None = None
     window_start: datetime | None = _ts(default=None, nullable=True)
     window_end: datetime | None = _ts(default=None, nullable=True)
@@ -197,3 +208,23 @@ class GatewayReplica(SQLModel, table=True):
             if entry.get("role") == "serving" and key.partition("@")[0] == model_name:
                 return int(entry["version"])
         return None
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One registry event sent (or being sent) to one webhook URL: what was tried and how it ended.
+
+    ``status`` is ``pending`` until a 2xx answer (``delivered``) or the last attempt (``failed``);
+    ``attempts`` counts the tries, ``response_code`` and ``error`` describe the last one.
+    """
+
+    __tablename__ = "webhook_delivery"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(foreign_key="audit_event.id", index=True)
+    url: str = Field(max_length=2048)
+    status: str = Field(default="pending", max_length=32)
+    attempts: int = 0
+    response_code: int | None = None
+    error: str | None = Field(default=None, max_length=4000)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
