@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.project import Project
 from flows.estimators import ESTIMATORS, check_param_names, families
+from flows.delivery.policy import CanaryPolicy
 from flows.monitoring.policy import MonitoringPolicy
 from flows.tasks import DEFAULT_METRIC, Task, check_metric
 from registry.names import check_alias, check_model_name
@@ -208,6 +209,10 @@ class PromotionRule(_Strict):
 
     alias: str = "production"
     otherwise_alias: str = "staging"
+    rollout: Literal["direct", "canary"] = Field(
+        default="direct", description="How a winner reaches production: 'direct' moves the alias at once; "
+        "'canary' starts it as the canary (the spec's canary.share of traffic) for the canary flow to promote "
+        "or roll back on live, labelled traffic. A model's first version is always promoted directly.")
 
     @field_validator("alias", "otherwise_alias")
     @classmethod
@@ -237,6 +242,7 @@ class ModelSpec(_Strict):
     validation: ValidationThresholds = Field(default_factory=ValidationThresholds)
     promotion: PromotionRule = Field(default_factory=PromotionRule)
     monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
+    canary: CanaryPolicy = Field(default_factory=CanaryPolicy)
 
     @field_validator("name")
     @classmethod
