@@ -5,6 +5,7 @@ monitor flow (:mod:`flows.monitoring.target`) both import this module, so neithe
 other. Layout under a root (a folder or any fsspec URI)::
 
     <root>/<model>/predictions/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet   one row per scored row
+    <root>/<model>/requests/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet      one row per request: latency, status
     <root>/<model>/feedback/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet      ground truth by request id
     <root>/<model>/feedback-quarantine/date=YYYY-MM-DD/<unix-ms>-<uuid>.jsonl   labels that could not be stored
     <root>/<model>/profiles/<window-start unix s>/<uuid>.bin              whylogs profiles per time window
@@ -23,6 +24,17 @@ millisecond, so the rule above still holds. The file's parquet metadata names th
 Prediction columns: :data:`META_COLUMNS`, one column per input feature under its own name, and one
 column per output named ``output.<name>``. Feedback columns: :data:`FEEDBACK_COLUMNS`; ``label`` is the
 model's class as its signature stores it (a float for a regression), ``sender`` says who sent it.
+Request columns: :data:`REQUEST_COLUMNS` (:func:`request_schema`): one record per request whose version
+was chosen, answered or not, with its ``latency_ms`` (from the start of handling to the answer built,
+feature lookup and scoring included), its HTTP ``status`` (200, the refusal's status, 500 for a predictor
+that failed) and the ``rows`` answered (0 for a failure); :func:`read_requests` reads them.
+
+A prediction's or request's ``role`` says which part of the traffic it belongs to (:data:`ROLES`):
+``production`` (a request that named no version, answered by the serving alias), ``canary`` (such a
+request sent to the model's canary by its traffic share), ``shadow`` (the challenger's outputs for a request
+production or the canary answered; never returned, no request record) and ``pinned`` (a request to a
+``/versions/{v}/`` route, whichever version it names: its caller chose the version, so its rows are no
+random sample and stay out of the comparison of production and canary).
 
 Labels are accepted only within a horizon after the answer they label (``feedback_horizon_s``, see
 :mod:`gateway.answered`), so the labels of a window of predictions are all in the feedback files written
@@ -64,6 +76,14 @@ if TYPE_CHECKING:  # polars is imported where it is used: the gateway imports th
 log = logging.getLogger(__name__)
 
 META_COLUMNS = ("request_id", "row", "timestamp", "model", "model_version", "role")
+REQUEST_COLUMNS = ("request_id", "timestamp", "model", "model_version", "role", "latency_ms", "status", "rows")
+"""Columns of the ``requests`` records (:func:`request_schema`, :func:`read_requests`)."""
+ROLE_PRODUCTION = "production"
+ROLE_CANARY = "canary"
+ROLE_SHADOW = "shadow"
+ROLE_PINNED = "pinned"
+ROLES = (ROLE_PRODUCTION, ROLE_CANARY, ROLE_SHADOW, ROLE_PINNED)
+"""What a prediction's or request's ``role`` can be (see the module's docstring)."""
 OUTPUT_PREFIX = "output."
 LABEL_COLUMN = "label"
 """Column of :func:`read_window`'s result holding the feedback (ground truth)."""
@@ -429,9 +449,11 @@ def read_window(model: str, start: datetime | None = None, end: datetime | None 
     """Predictions of ``model`` with ``start <= timestamp < end``, joined with feedback.
 
     Adds ``label`` (the latest feedback for that request id and row, NaN/None where none came),
-    ``feedback_timestamp`` and ``sender``. ``role=None`` includes shadow predictions too. Feedback is read
-    as :func:`read_feedback` does (only the files that can hold this window's labels; labels as the
-    model's class type when ``classes`` or ``task`` is given). Rows are sorted by time, request id, row.
+    ``feedback_timestamp`` and ``sender``. ``role`` keeps one part of the traffic (:data:`ROLES`;
+    production's answers by default); ``role=None`` keeps every role (canary, shadow and pinned predictions
+    too). Feedback is read as :func:`read_feedback` does (only the files that can hold this window's labels;
+    labels as the model's class type when ``classes`` or ``task`` is given). Rows are sorted by time, request
+    id, row.
 
     With polars, the window's filter, the join (on the keys only) and the sort run while the files are
     read; the feedback columns are then taken from the pandas feedback frame by position, so a prediction
@@ -491,6 +513,50 @@ def _filter_pandas(frame: pd.DataFrame, start: datetime | None, end: datetime | 
     if role is not None:
         frame = frame[frame["role"] == role]
     return frame
+
+
+# -- requests ------------------------------------------------------------------------------------------------------
+
+
+def request_schema() -> Any:
+    """The ``requests`` files' arrow schema: :data:`REQUEST_COLUMNS` with their types."""
+    import pyarrow as pa
+
+    return pa.schema([("request_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+                      ("model", pa.string()), ("model_version", pa.int64()), ("role", pa.string()),
+                      ("latency_ms", pa.float64()), ("status", pa.int64()), ("rows", pa.int64())])
+
+
+def read_requests(model: str, start: datetime | None = None, end: datetime | None = None, *,
+                  root: str | None = None) -> pd.DataFrame:
+    """The request records of ``model`` with ``start <= timestamp < end``, sorted by time: exactly
+    :data:`REQUEST_COLUMNS` (an empty frame with those columns and types when there are none).
+
+    One row per request whose version was chosen (``role``, ``model_version``), answered or failed
+    (``status``), with its ``latency_ms``: what error-rate and latency comparisons of two versions read.
+    Only files written from an hour before ``start`` (:data:`WRITE_LAG`) are read, as :func:`read_window`.
+    """
+    import polars as pl
+
+    root = root or _default_root()
+    start = _as_utc(start) if start else None
+    end = _as_utc(end) if end else None
+    first_day = (start - timedelta(days=1)).date() if start else None
+    last_day = (end + timedelta(days=1)).date() if end else None
+    where = _window_filter(start, end, None)
+    order = ["timestamp", "request_id"]
+
+    def prepare(lazy: pl.LazyFrame) -> pl.LazyFrame:
+        lazy = lazy.filter(where) if where is not None else lazy
+        return lazy.sort(order, maintain_order=True, nulls_last=True).select(REQUEST_COLUMNS)
+
+    frame = _read_kind(root, model, "requests", first_day, last_day, start - WRITE_LAG if start else None, prepare)
+    if frame is None:
+        return request_schema().empty_table().to_pandas()
+    if isinstance(frame, pl.DataFrame):
+        return frame.to_pandas()
+    rows = _filter_pandas(frame, start, end, None)
+    return rows.sort_values(order, kind="stable")[list(REQUEST_COLUMNS)].reset_index(drop=True)
 
 
 # -- compaction ----------------------------------------------------------------------------------------------------
@@ -574,7 +640,8 @@ def _compact_hour(fs: Any, day_dir: str, hour_s: int, sources: list[str]) -> tup
     return len(runs), rows
 
 
-def compact_log(model: str, *, root: str | None = None, kinds: Sequence[str] = ("predictions", "feedback"),
+def compact_log(model: str, *, root: str | None = None,
+                kinds: Sequence[str] = ("predictions", "requests", "feedback"),
                 now: float | None = None, min_age: timedelta = COMPACT_MIN_AGE, budget_s: float | None = None,
                 clock: Callable[[], float] = time.time) -> Compaction:
     """Merge the files written in each closed hour into one file (one per schema), newest hour first.

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from esteira.commands import console_cmd, features, models, monitor, serve, stack, train
+from esteira.commands import canary, console_cmd, features, models, monitor, serve, stack, train
 from esteira.commands.common import console, fail
 
 app = typer.Typer(help="esteira: a self-hosted MLOps loop over your project (Feast features, Ray training, a "
@@ -52,6 +52,7 @@ def main(
 
 
 app.add_typer(models.app, name="models")
+app.add_typer(canary.app, name="canary")
 app.add_typer(features.app, name="features")
 app.add_typer(train.train_app, name="train")
 app.add_typer(train.score_app, name="score")

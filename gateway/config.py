@@ -26,6 +26,9 @@ class GatewayConfig(BaseModel):
     shadow_alias: str | None = Field(
         default="challenger", description="An alias scored in shadow on the same requests; None turns shadow off."
     )
+    canary_alias: str | None = Field(
+        default="canary", description="An alias that answers a share of the requests that name no version (the "
+        "model's canary share in the registry), sticky by entity key or request id; None turns canary routing off.")
     poll_interval_s: float | None = Field(default=None, gt=0, description="Registry poll period (default: settings).")
     pinned_cache_size: int = Field(default=4, ge=1, description="Versions kept loaded for pinned-version routes.")
     pinned_cold_loads: int = Field(
@@ -47,7 +50,8 @@ class GatewayConfig(BaseModel):
         "replica's log write before it is refused (default: the log's flush interval + 0.5 s, at most 5 s).")
     inference_log_uri: str | None = Field(default=None, description="Inference log root (default: settings).")
     log_inference: bool = True
-    log_buffer_size: int = Field(default=100_000, ge=1, description="Requests held before logging drops.")
+    log_buffer_size: int = Field(default=100_000, ge=1, description="Requests held before logging drops (a request's "
+                                 "prediction and request records are kept or dropped together).")
     log_flush_interval_s: float = Field(
         default=1.0, gt=0, description="The log writer writes what it holds at least this often: a replica killed "
         "loses at most this long of traffic (see log_max_unflushed_records).")

@@ -1,4 +1,4 @@
-"""The inference log: every prediction and every piece of feedback, written off the request path.
+"""The inference log: every prediction, request and piece of feedback, written off the request path.
 
 Requests only append a small record to a bounded in-memory buffer (a deque append: no I/O, no lock
 held across I/O, never an exception). A writer thread turns the buffer into rows every 0.5 s (small
@@ -6,6 +6,7 @@ pieces of work, so the event loop is never kept waiting for long) and writes the
 ``flush_interval_s``, or at once when ``max_unflushed_records`` records wait, per model:
 
     <root>/<model>/predictions/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet   one row per scored row
+    <root>/<model>/requests/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet      one row per request: latency, status
     <root>/<model>/feedback/date=YYYY-MM-DD/<unix-ms>-<uuid>.parquet      ground truth by request id
     <root>/<model>/feedback-quarantine/date=YYYY-MM-DD/<unix-ms>-<uuid>.jsonl   labels parquet refused
     <root>/<model>/profiles/<window-start unix s>/<uuid>.bin              whylogs profiles per time window
@@ -34,9 +35,14 @@ a label that still cannot be stored is set aside in ``feedback-quarantine`` (JSO
 taking the other labels of its flush with it.
 
 Prediction columns: ``request_id``, ``row`` (index within the request), ``timestamp`` (UTC),
-``model``, ``model_version``, ``role`` ("production" or "shadow"), one column per input feature under
-its own name, and one column per output named ``output.<name>``. The layout and the reading side (the
-monitor's) are :mod:`core.inference_log`, so that the flows never import the gateway.
+``model``, ``model_version``, ``role``, one column per input feature under its own name, and one column
+per output named ``output.<name>``. ``role`` is ``production`` (a request that named no version, answered
+by the serving alias), ``canary`` (such a request sent to the canary by its share), ``shadow`` (the
+challenger's outputs, never returned) or ``pinned`` (a ``/versions/{v}/`` route). Request records
+(:class:`RequestRecord`, one per request whose version was chosen, answered or failed) carry the request
+id, time, model, version, role, latency in ms, HTTP status and rows answered, in an explicit schema
+(:func:`core.inference_log.request_schema`). The layout and the reading side (the monitor's, the canary
+flow's) are :mod:`core.inference_log`, so that the flows never import the gateway.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.inference_log import META_COLUMNS, OUTPUT_PREFIX, filesystem
+from core.inference_log import META_COLUMNS, OUTPUT_PREFIX, filesystem, request_schema
 from gateway.profiler import ProfilerProcess, write_window_profiles
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,23 @@ class PredictionRecord:
 
 
 @dataclass(frozen=True)
+class RequestRecord:
+    """One request whose version was chosen, answered or failed: what error-rate and latency guardrails read."""
+
+    request_id: str
+    timestamp: float
+    model: str
+    version: int
+    role: str
+    latency_ms: float
+    """From the start of handling to the answer built (or the failure), feature lookup and scoring included."""
+    status: int
+    """HTTP status: 200, the refusal's status code, 500 for a predictor that raised."""
+    rows: int
+    """Rows answered (0 for a failure)."""
+
+
+@dataclass(frozen=True)
 class FeedbackRecord:
     request_id: str
     row: int
@@ -84,6 +107,10 @@ class FeedbackRecord:
     model: str
     sender: str = ""
     """Who sent the label: the token scope that let it in, the client address, the caller's own source."""
+
+
+LogItem = PredictionRecord | RequestRecord | FeedbackRecord | tuple[PredictionRecord, RequestRecord]
+"""What one buffer slot holds: an answered request's prediction and request records share one."""
 
 
 def _utc(ts: float) -> datetime:
@@ -108,7 +135,7 @@ class InferenceLogger:
         self.dropped = 0
         self.written_rows = 0
         self.quarantined = 0
-        self._buffer: deque[PredictionRecord | FeedbackRecord] = deque()
+        self._buffer: deque[LogItem] = deque()
         self._on_drop = on_drop
         self._on_error = on_error
         self._on_quarantine = on_quarantine
@@ -120,11 +147,12 @@ class InferenceLogger:
         self.compact_interval_s = min(0.5, flush_interval_s)
         self._pending_frames: dict[str, list[pd.DataFrame]] = {}
         self._pending_feedback: dict[str, list[FeedbackRecord]] = {}
+        self._pending_requests: dict[str, list[pa.Table]] = {}
         self._thread: threading.Thread | None = None
 
     # -- request path: append only ---------------------------------------------------------------------------
 
-    def _append(self, record: PredictionRecord | FeedbackRecord) -> bool:
+    def _append(self, record: LogItem) -> bool:
         if len(self._buffer) >= self.buffer_size:
             self.dropped += 1
             if self._on_drop is not None:
@@ -136,8 +164,14 @@ class InferenceLogger:
             self._wake.set()
         return True
 
-    def log_prediction(self, record: PredictionRecord) -> bool:
-        """Queue one request's rows; False if the buffer was full and the record was dropped."""
+    def log_prediction(self, record: PredictionRecord, request: RequestRecord | None = None) -> bool:
+        """Queue one request's rows, with its request record when given: one buffer slot, so a full buffer
+        drops both or neither (the rows and the latency of a request are kept together). False if dropped."""
+        return self._append(record if request is None else (record, request))
+
+    def log_request(self, record: RequestRecord) -> bool:
+        """Queue the record of a request that has no prediction (it failed after its version was chosen);
+        False if the buffer was full and it was dropped."""
         return self._append(record)
 
     def log_feedback(self, record: FeedbackRecord) -> bool:
@@ -206,7 +240,7 @@ class InferenceLogger:
         the loop for 100-150 ms every flush (per-request latency against time), which was the p99;
         a tenth of it every half second is a few milliseconds at a time.
         """
-        records: list[PredictionRecord | FeedbackRecord] = []
+        records: list[LogItem] = []
         while self._buffer:
             try:
                 records.append(self._buffer.popleft())
@@ -216,14 +250,24 @@ class InferenceLogger:
             return
         self._pending_records += len(records)
         predictions: dict[str, list[PredictionRecord]] = {}
+        requests: dict[str, list[RequestRecord]] = {}
         for record in records:
-            if isinstance(record, PredictionRecord):
+            if isinstance(record, tuple):
+                prediction, request = record
+                predictions.setdefault(prediction.model, []).append(prediction)
+                requests.setdefault(request.model, []).append(request)
+            elif isinstance(record, PredictionRecord):
                 predictions.setdefault(record.model, []).append(record)
+            elif isinstance(record, RequestRecord):
+                requests.setdefault(record.model, []).append(record)
             else:
                 self._pending_feedback.setdefault(record.model, []).append(record)
         for model, batch in predictions.items():
             self._guarded(lambda: self._pending_frames.setdefault(model, []).append(  # noqa: B023
                 predictions_frame(batch)))  # noqa: B023
+        for model, items in requests.items():
+            self._guarded(lambda: self._pending_requests.setdefault(model, []).append(  # noqa: B023
+                requests_table(items)))  # noqa: B023
 
     def flush(self) -> int:
         """Write everything buffered now; returns the number of prediction rows written. Never raises."""
@@ -231,10 +275,13 @@ class InferenceLogger:
             self._compact()
             frames, self._pending_frames = self._pending_frames, {}
             feedback, self._pending_feedback = self._pending_feedback, {}
+            requests, self._pending_requests = self._pending_requests, {}
             self._pending_records = 0
             written = 0
             for model, parts in frames.items():
                 written += self._guarded(lambda: self._write_predictions(model, parts))  # noqa: B023
+            for model, tables in requests.items():
+                self._guarded(lambda: self._write_parquet(pa.concat_tables(tables), model, "requests"))  # noqa: B023
             for model, labels in feedback.items():
                 self._guarded(lambda: self._write_feedback(model, labels))  # noqa: B023
             self.written_rows += written
@@ -299,6 +346,21 @@ class InferenceLogger:
         self.quarantined += len(records)
         if self._on_quarantine is not None:
             self._on_quarantine(len(records))
+
+
+def requests_table(records: Sequence[RequestRecord]) -> pa.Table:
+    """Request records as one arrow table of :func:`core.inference_log.request_schema` (an explicit schema:
+    every file of the kind reads as one table)."""
+    return pa.Table.from_pydict({
+        "request_id": [r.request_id for r in records],
+        "timestamp": [round(r.timestamp * 1_000_000) for r in records],
+        "model": [r.model for r in records],
+        "model_version": [r.version for r in records],
+        "role": [r.role for r in records],
+        "latency_ms": [float(r.latency_ms) for r in records],
+        "status": [r.status for r in records],
+        "rows": [r.rows for r in records],
+    }, schema=request_schema())
 
 
 FEEDBACK_LABEL_TYPES: dict[type, pa.DataType] = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(),

@@ -18,6 +18,13 @@ With a :class:`~gateway.heartbeat.ReplicaHeartbeat`, the replica also records wh
 the registry after its first sync, after each change and every heartbeat: a write started beside the poll
 loop (one at a time), so a slow or failing write never delays a poll or a request.
 
+A canary (the ``canary_alias``) is loaded and swapped the same way; with it the poll reads the model's
+canary share (one more indexed query, only for a model that has a canary). A canary version that cannot be
+loaded is refused and audited like any other, and the canary stops taking traffic at once (the version
+that had the alias before is dropped too): production answers every request until the alias moves to a
+version that loads. A removed canary alias stops canary routing at the next poll; a canary whose version
+is the serving version is ignored. :meth:`ModelManager.canary` is what request routing reads.
+
 Pinned-version routes (``/versions/{v}/``) serve a version only once it is servable, that is once it has
 been promoted to some alias (it stays servable, so a rollback target stays reachable): a version that was
 only registered is not served by number. At most ``pinned_cold_loads`` pinned versions load at once per
@@ -45,6 +52,7 @@ from gateway.errors import ModelNotFound, Unavailable, VersionRefused
 from gateway.heartbeat import ReplicaHeartbeat, ReplicaState
 from gateway.signature import FLOAT_KINDS, INT_KINDS, InputSpec, input_specs
 from registry import FlavorNotFound, IntegrityError, NotFound, RegistryUnavailable, UntrustedArtifact
+from registry.api import DEFAULT_CANARY_SHARE
 from registry.flavors.base import Predictor
 
 log = logging.getLogger(__name__)
@@ -142,6 +150,8 @@ class ModelManager:
         self._registry_factory = registry_factory
         self._registry: Any | None = None
         self._serving: dict[tuple[str, str], LoadedModel] = {}
+        # model name -> (canary version, its share): set by the poll thread as one tuple, read by requests
+        self._canaries: dict[str, tuple[LoadedModel, float]] = {}
         self._cache: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._refused: dict[tuple[str, int], Refusal] = {}
         self._lock = threading.Lock()  # guards _cache and _refused across the poll and pinned-load threads
@@ -170,6 +180,17 @@ class ModelManager:
         """Model name -> the version answering for the serving alias."""
         alias = self.config.serving_alias
         return {name: model for (name, a), model in list(self._serving.items()) if a == alias}
+
+    def canary(self, name: str) -> tuple[LoadedModel, float] | None:
+        """``name``'s canary and the share of requests it takes (0 < share <= 1), or None: no canary alias,
+        canary routing off, the canary refused, or the canary is the version already serving."""
+        entry = self._canaries.get(name)
+        if entry is None:
+            return None
+        serving = self._serving.get((name, self.config.serving_alias))
+        if serving is not None and serving.version == entry[0].version:
+            return None
+        return entry
 
     def require(self, name: str) -> LoadedModel:
         model = self.current(name)
@@ -299,13 +320,22 @@ class ModelManager:
             log.exception("could not start this replica's registry record")
 
     def replica_state(self) -> ReplicaState:
-        """(served, refused) as the registry's ``gateway_replica`` row holds them: the serving and shadow
-        aliases, other versions held loaded for pinned routes, and each refused version's full reason."""
+        """(served, refused) as the registry's ``gateway_replica`` row holds them: the serving, shadow and
+        canary aliases (role ``serving``, ``shadow``, ``canary`` with its ``share``), other versions held
+        loaded for pinned routes, and each refused version's full reason. A canary that takes no traffic
+        (the serving version itself) is not listed under the canary alias."""
         serving = sorted(list(self._serving.items()), key=lambda item: item[0])  # the poll thread may swap
-        served: dict[str, Any] = {
-            f"{name}@{alias}": {"version": m.version, "flavor": m.flavor,
-                                "role": "serving" if alias == self.config.serving_alias else "shadow"}
-            for (name, alias), m in serving}
+        served: dict[str, Any] = {}
+        for (name, alias), m in serving:
+            entry: dict[str, Any] = {"version": m.version, "flavor": m.flavor, "role": "shadow"}
+            if alias == self.config.serving_alias:
+                entry["role"] = "serving"
+            elif alias == self.config.canary_alias:
+                canary = self.canary(name)
+                if canary is None or canary[0] is not m:
+                    continue
+                entry.update(role="canary", share=canary[1])
+            served[f"{name}@{alias}"] = entry
         by_alias = {(m.name, m.version) for _, m in serving}
         with self._lock:
             pinned = [m for key, m in self._cache.items() if key not in by_alias]
@@ -321,12 +351,13 @@ class ModelManager:
                 registry = self._get_registry()
                 names = self.config.models if self.config.models is not None else [
                     m.name for m in registry.list_models()]
-                aliases = [self.config.serving_alias] + ([self.config.shadow_alias] if self.config.shadow_alias
-                                                         else [])
+                aliases = [self.config.serving_alias, *(a for a in (self.config.shadow_alias,
+                                                                    self.config.canary_alias) if a)]
                 for name in names:
                     held = registry.aliases(name)
                     for alias in aliases:
                         self._sync(registry, name, alias, held.get(alias))
+                    self._sync_canary_share(registry, name, held)
             except Exception as exc:  # noqa: BLE001 - any registry failure degrades, never crashes serving
                 self._mark_degraded(exc)
                 return
@@ -337,13 +368,14 @@ class ModelManager:
         current = self._serving.get(key)
         if version is None:
             if current is not None and alias != self.config.serving_alias:
-                del self._serving[key]  # a removed challenger stops shadowing
+                del self._serving[key]  # a removed challenger stops shadowing, a removed canary stops routing
                 self._notify(name, alias, None)
             # a removed serving alias keeps the last version answering: losing traffic is worse
             return
         if current is not None and current.version == version:
             return
         if self._refusal(name, version) is not None:
+            self._drop_unloadable_canary(name, alias, version)
             return
         with self._lock:
             model = self._cache.get((name, version))
@@ -351,11 +383,38 @@ class ModelManager:
             mv = registry.get_version(name, version)
             model = self._load(registry, mv, reason_alias=alias)
             if model is None:
+                self._drop_unloadable_canary(name, alias, version)
                 return
         self._serving[key] = model  # the swap: one reference, atomic for readers
         log.info("serving %s@%s = version %s (was %s)", name, alias, version, current and current.version)
         self._notify(name, alias, model)
         self._trim_cache()
+
+    def _drop_unloadable_canary(self, name: str, alias: str, version: int) -> None:
+        """The canary alias points at a version that cannot be loaded: the canary that had it before stops
+        taking traffic too, since the registry no longer names it (production answers everything)."""
+        if alias != self.config.canary_alias or (name, alias) not in self._serving:
+            return
+        del self._serving[(name, alias)]
+        log.warning("canary of %s (version %s) refused: production answers every request", name, version)
+        self._notify(name, alias, None)
+
+    def _sync_canary_share(self, registry: Any, name: str, held: Mapping[str, int]) -> None:
+        """Keep ``name``'s (canary, share) in step: the share is read only when the model has a canary (one
+        indexed query); a share never set (an alias moved without ``start_canary``) is the registry's
+        default first share."""
+        alias = self.config.canary_alias
+        canary = self._serving.get((name, alias)) if alias else None
+        if canary is None or held.get(alias) != canary.version:  # type: ignore[arg-type]
+            if self._canaries.pop(name, None) is not None:
+                log.info("canary routing of %s stopped", name)
+            return
+        share = registry.canary_share(name)
+        share = float(DEFAULT_CANARY_SHARE if share is None else share)
+        previous = self._canaries.get(name)
+        if previous is None or previous[0] is not canary or previous[1] != share:
+            log.info("canary of %s = version %s with a share of %.3g", name, canary.version, share)
+            self._canaries[name] = (canary, share)  # one tuple: a request sees a version and its own share
 
     def _load(self, registry: Any, mv: Any, *, reason_alias: str | None) -> LoadedModel | None:
         """Load and verify one version; on any failure other than the registry being down, refuse it."""

@@ -169,6 +169,9 @@ class ServedModel(BaseModel):
     outputs: list[dict[str, Any]]
     classes: list[Any] | None = None
     shadow_version: int | None = None
+    canary_version: int | None = Field(default=None, description="The canary answering a share of the requests "
+                                       "that name no version, if any.")
+    canary_share: float | None = Field(default=None, description="The canary's share of those requests (0 to 1].")
 
 
 class ModelList(BaseModel):

@@ -8,12 +8,24 @@ The hot path for one row: one dict lookup for the loaded version, a per-column t
 arrays, the predictor call on the event loop (small requests; large ones go to a thread; small requests
 that arrive together for one version share one call, see :mod:`gateway.batching`), a deque append for the
 log. Shadow scoring runs in a worker thread after the answer is built.
+
+Which version answers a request that names none: production's, or the canary's for the model's canary
+share of callers (:meth:`ModelService.route`). The split is sticky: a request goes to the canary when
+:func:`canary_bucket` of its routing key (the first entity's keys, else the request id, else a fresh random
+id) is below the share, and the bucket is a hash of the model, the canary's version and the key, so the
+same caller gets the same version for the canary's whole life, a larger share keeps every caller the
+smaller one had, and each new canary draws its own slice of callers. Pinned routes (``/versions/{v}/``)
+are never rerouted. Every answer is logged with its role (``production``, ``canary``, ``pinned``; the
+challenger's outputs as ``shadow``), and every request whose version was chosen leaves a request record
+(latency, status, rows) in the log, success or failure, for the canary's error-rate and latency guardrails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -23,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from core.inference_log import canonical_label
+from core.inference_log import ROLE_CANARY, ROLE_PINNED, ROLE_PRODUCTION, ROLE_SHADOW, canonical_label
 from gateway.answered import AnsweredRequests, UnknownRequest
 from gateway.batching import MicroBatcher
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, InvalidInput, ModelNotFound
 from gateway.features import FeatureLookup, entity_request, features_for
 from gateway.heartbeat import ReplicaHeartbeat, local_replica_id
-from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord
+from gateway.inference_log import FeedbackRecord, InferenceLogger, PredictionRecord, RequestRecord
 from gateway.metrics import GatewayMetrics
 from gateway.models import LoadedModel, ModelManager
 from gateway.schemas import MAX_ROWS, FeedbackRequest, InferRequest, PredictRequest
@@ -63,6 +75,24 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def canary_bucket(model: str, version: int, key: str) -> float:
+    """A stable number in [0, 1) for ``key``: the request goes to the canary (``version``) when it is below
+    the canary's share. Salted with the model and the canary's version: each canary draws its own callers,
+    and moving the share up keeps every caller a smaller share had (the bucket does not move). 53 bits of
+    blake2b, so the float is exact and never 1.0."""
+    digest = hashlib.blake2b(f"{model}:{version}:{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 11) / float(1 << 53)
+
+
+def entity_routing_key(entities: Mapping[str, Any] | list[Mapping[str, Any]] | None) -> str | None:
+    """The first entity's keys as one canonical string (names sorted, values as text, so ``42`` and ``"42"``
+    are one caller), or None when the request has no entity."""
+    first = entities if isinstance(entities, Mapping) else (entities[0] if entities else None)
+    if not first:
+        return None
+    return json.dumps(sorted((str(k), str(v)) for k, v in first.items()), ensure_ascii=False, separators=(",", ":"))
+
+
 def _project_root(config: GatewayConfig) -> str | None:
     if config.project:
         return str(Path(config.project).expanduser().resolve())
@@ -91,9 +121,10 @@ class ModelService:
                                                      max_recent=config.feedback_index_size,
                                                      flush_interval_s=config.log_flush_interval_s, clock=clock)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
-        # (model, version, route) -> its latency, request and row series: prometheus_client's labels() looks
-        # each one up under a lock, three per request (12-15 us under cProfile); a series never moves once made.
-        self._series: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
+        # (model, version, route, role) -> its latency, request and row series: prometheus_client's labels()
+        # looks each one up under a lock, three per request (12-15 us under cProfile); a series never moves once
+        # made.
+        self._series: dict[tuple[str, int, str, str], tuple[Any, Any, Any]] = {}
         self.batcher = MicroBatcher(config.batch_max_rows) if config.batch_max_rows > 1 else None
         # Set by the Ray Serve deployment, whose process this is; never in someone else's process (tests, tools).
         self.freeze_gc_after_start = False
@@ -158,7 +189,9 @@ class ModelService:
             self.inference_log.start()
         await self.manager.start()
         self.metrics.registry_up.set(1 if self.manager.health.ok else 0)
-        services = sorted({m.feature_service for m in self.manager.served().values() if m.feature_service})
+        answering = [*self.manager.served().values(),
+                     *(canary[0] for name in self.manager.served() if (canary := self.manager.canary(name)))]
+        services = sorted({m.feature_service for m in answering if m.feature_service})
         if self.features is not None and services:
             await asyncio.to_thread(self.features.warm, services)
         if self.freeze_gc_after_start:
@@ -212,6 +245,7 @@ class ModelService:
     # -- resolving ------------------------------------------------------------------------------------------
 
     async def resolve(self, name: str, version: int | None) -> LoadedModel:
+        """The version a pinned route names, or (``version=None``) production's; never the canary."""
         if version is None:
             return self.manager.require(name)
         current = self.manager.current(name)
@@ -219,24 +253,47 @@ class ModelService:
             return current
         return await self.manager.pinned(name, version)
 
+    async def route(self, name: str, version: int | None, key: str) -> tuple[LoadedModel, str]:
+        """The version that answers a request and its role in the log.
+
+        A pinned version (``version``) answers as ``pinned``, whichever version it is: its callers chose it,
+        so its rows are no random sample of traffic and stay out of production's and the canary's. Otherwise
+        the canary answers (``canary``) when the model has one and :func:`canary_bucket` of ``key`` is below
+        its share, and production (``production``) every other request."""
+        if version is not None:
+            return await self.resolve(name, version), ROLE_PINNED
+        model = self.manager.require(name)
+        canary = self.manager.canary(name)
+        if canary is not None and canary_bucket(name, canary[0].version, key) < canary[1]:
+            return canary[0], ROLE_CANARY
+        return model, ROLE_PRODUCTION
+
     # -- predict --------------------------------------------------------------------------------------------
 
     async def predict(self, name: str, body: PredictRequest, *, version: int | None = None,
                       request_id: str | None = None, route: str = "v1") -> dict[str, Any]:
         """Score a plain JSON request; the answer names the model and version that produced it."""
         started = time.perf_counter()
+        rid = request_id or body.request_id or new_request_id()
+        model: LoadedModel | None = None
+        role = ROLE_PRODUCTION
         try:
-            model = await self.resolve(name, version)
-            rid = request_id or body.request_id or new_request_id()
+            model, role = await self.route(name, version, entity_routing_key(body.entities) or rid)
             columns = await self._columns_v1(model, body)
             outputs = await self._score(model, columns)
-            self._after(model, rid, columns, outputs, shadow=version is None)
+            logged = self._after(model, role, rid, columns, outputs, shadow=version is None)
             rows = output_rows(outputs, model.signature.get("classes"))
             result = {"model": model.name, "version": model.version, "request_id": rid, "predictions": rows}
         except GatewayError as exc:
             self._count_error(name, route, exc)
+            if model is not None:
+                self._log_request(model, role, rid, started, exc.status_code, 0)
             raise
-        self._count(model, route, started, len(rows))
+        except Exception:
+            if model is not None:  # the app answers 500
+                self._log_request(model, role, rid, started, 500, 0)
+            raise
+        self._count(model, role, route, rid, started, len(rows), logged)
         return result
 
     async def infer(self, name: str, body: InferRequest, *, version: int | None = None,
@@ -244,9 +301,11 @@ class ModelService:
         """Score an Open Inference Protocol v2 request."""
         started = time.perf_counter()
         route = "v2"
+        rid = body.id or request_id or new_request_id()
+        model: LoadedModel | None = None
+        role = ROLE_PRODUCTION
         try:
-            model = await self.resolve(name, version)
-            rid = body.id or request_id or new_request_id()
+            model, role = await self.route(name, version, rid)
             columns = tensors_to_columns(body.inputs, model.specs)
             self._check_rows(columns)
             outputs = await self._score(model, columns)
@@ -255,7 +314,7 @@ class ModelService:
                 if out_name not in outputs:
                     raise InvalidInput(f"unknown output {out_name!r} (the model gives {sorted(outputs)})",
                                        field=f"outputs[{index}].name")
-            self._after(model, rid, columns, outputs, shadow=version is None)
+            logged = self._after(model, role, rid, columns, outputs, shadow=version is None)
             classes = model.signature.get("classes")
             result = {"model_name": model.name, "model_version": str(model.version), "id": rid,
                       "outputs": [v2_output_tensor(out_name, outputs[out_name],
@@ -263,8 +322,14 @@ class ModelService:
                                   for out_name in wanted]}
         except GatewayError as exc:
             self._count_error(name, route, exc)
+            if model is not None:
+                self._log_request(model, role, rid, started, exc.status_code, 0)
             raise
-        self._count(model, route, started, len(next(iter(columns.values()))))
+        except Exception:
+            if model is not None:  # the app answers 500
+                self._log_request(model, role, rid, started, 500, 0)
+            raise
+        self._count(model, role, route, rid, started, len(next(iter(columns.values()))), logged)
         return result
 
     async def _columns_v1(self, model: LoadedModel, body: PredictRequest) -> dict[str, np.ndarray]:
@@ -325,22 +390,22 @@ class ModelService:
 
     # -- after the answer: log and shadow -------------------------------------------------------------------
 
-    def _after(self, model: LoadedModel, rid: str, columns: dict[str, np.ndarray],
-               outputs: dict[str, np.ndarray], *, shadow: bool) -> None:
+    def _after(self, model: LoadedModel, role: str, rid: str, columns: dict[str, np.ndarray],
+               outputs: dict[str, np.ndarray], *, shadow: bool) -> PredictionRecord | None:
+        """Remember the answer for feedback and start the shadow; the prediction record to log (with the
+        request's record, once the answer is built: :meth:`_count`), None without a log."""
         now = self.clock()
         self.answered.add(model.name, rid, now)  # feedback may name this request from now on
+        record = None
         if self.inference_log is not None:
-            try:
-                self.inference_log.log_prediction(PredictionRecord(rid, now, model.name, model.version,
-                                                                   "production", columns, outputs))
-            except Exception:  # noqa: BLE001 - logging never fails a prediction
-                log.exception("inference log append failed")
+            record = PredictionRecord(rid, now, model.name, model.version, role, columns, outputs)
         if shadow and self.config.shadow_alias:
             challenger = self.manager.current(model.name, self.config.shadow_alias)
             if challenger is not None and challenger.version != model.version:
                 task = asyncio.get_running_loop().create_task(self._shadow(challenger, rid, now, columns))
                 self._shadow_tasks.add(task)
                 task.add_done_callback(self._shadow_tasks.discard)
+        return record
 
     async def _shadow(self, challenger: LoadedModel, rid: str, now: float, columns: dict[str, np.ndarray]) -> None:
         """Score the same rows with the challenger; its outputs are logged, never returned."""
@@ -351,11 +416,11 @@ class ModelService:
             inputs = {name: columns[name] for name in names}
             outputs = await asyncio.to_thread(challenger.predictor.predict, inputs)
             outputs = {key: np.asarray(value) for key, value in outputs.items()}
-            self.metrics.rows.labels(challenger.name, str(challenger.version), "shadow").inc(
+            self.metrics.rows.labels(challenger.name, str(challenger.version), ROLE_SHADOW).inc(
                 len(next(iter(inputs.values()))))
             if self.inference_log is not None:
                 self.inference_log.log_prediction(PredictionRecord(rid, now, challenger.name, challenger.version,
-                                                                   "shadow", inputs, outputs))
+                                                                   ROLE_SHADOW, inputs, outputs))
         except Exception:  # noqa: BLE001 - a failing challenger must never touch production
             self.metrics.shadow_errors.labels(challenger.name).inc()
             log.debug("shadow prediction failed", exc_info=True)
@@ -378,9 +443,11 @@ class ModelService:
                 "outputs": outputs}
 
     def models(self) -> dict[str, Any]:
+        """Each served model's production version and signature, and its shadow and canary (version, share)."""
         out = {}
         for name, model in sorted(self.manager.served().items()):
             shadow = self.manager.current(name, self.config.shadow_alias) if self.config.shadow_alias else None
+            canary = self.manager.canary(name)
             signature = model.signature
             out[name] = {"version": model.version, "flavor": model.flavor, "task": signature.get("task"),
                          "feature_service": model.feature_service,
@@ -390,7 +457,9 @@ class ModelService:
                                           *({"name": n} for n in signature.get("request_features", []))],
                          "outputs": signature.get("outputs", []),
                          **({"classes": signature["classes"]} if signature.get("classes") else {}),
-                         "shadow_version": shadow.version if shadow else None}
+                         "shadow_version": shadow.version if shadow else None,
+                         "canary_version": canary[0].version if canary else None,
+                         "canary_share": canary[1] if canary else None}
         return {"models": out}
 
     # -- feedback -------------------------------------------------------------------------------------------
@@ -473,8 +542,11 @@ class ModelService:
 
     # -- metrics --------------------------------------------------------------------------------------------
 
-    def _count(self, model: LoadedModel, route: str, started: float, rows: int) -> None:
-        key = (model.name, model.version, route)
+    def _count(self, model: LoadedModel, role: str, route: str, rid: str, started: float, rows: int,
+               prediction: PredictionRecord | None) -> None:
+        """An answered request: its metrics, and its prediction and request records in the log."""
+        elapsed = time.perf_counter() - started
+        key = (model.name, model.version, route, role)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= 1024:  # versions come and go over a replica's life: keep the cache bounded
@@ -483,11 +555,30 @@ class ModelService:
             version = str(model.version)
             series = self._series[key] = (m.latency.labels(model.name, route),
                                           m.requests.labels(model.name, version, route, "200"),
-                                          m.rows.labels(model.name, version, "production"))
+                                          m.rows.labels(model.name, version, role))
         latency, requests, scored = series
-        latency.observe(time.perf_counter() - started)
+        latency.observe(elapsed)
         requests.inc()
         scored.inc(rows)
+        self._log_request(model, role, rid, started, 200, rows, elapsed, prediction)
+
+    def _log_request(self, model: LoadedModel, role: str, rid: str, started: float, status: int, rows: int,
+                     elapsed: float | None = None, prediction: PredictionRecord | None = None) -> None:
+        """The request record of a request whose version was chosen (answered or failed), queued with its
+        prediction record when it has one (one buffer slot: both are kept or both dropped); never raises."""
+        if self.inference_log is None:
+            return
+        if elapsed is None:
+            elapsed = time.perf_counter() - started
+        try:
+            when = prediction.timestamp if prediction is not None else self.clock()
+            request = RequestRecord(rid, when, model.name, model.version, role, elapsed * 1000.0, status, rows)
+            if prediction is not None:
+                self.inference_log.log_prediction(prediction, request)
+            else:
+                self.inference_log.log_request(request)
+        except Exception:  # noqa: BLE001 - logging never fails a prediction
+            log.exception("inference log append failed")
 
     def _count_error(self, name: str, route: str, exc: GatewayError) -> None:
         model = name if self.manager.current(name) is not None else "_unknown"  # bound label cardinality

@@ -4,7 +4,10 @@ databases, and Redis. Tests that need PostgreSQL or Redis skip with the reason w
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ os.environ.setdefault("RAY_ACCEPT_CALLS_OUTSIDE_OF_RAY_AUTOSCALER", "1")
 
 PG_ADMIN_URL = os.environ.get("ESTEIRA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+THRESHOLD_PLUGIN_DIR = Path(__file__).parent / "plugins" / "esteira-flavor-threshold"
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -113,3 +117,35 @@ def ray_local() -> Iterator[None]:
     except Exception:  # noqa: BLE001 - serve may never have started
         pass
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def threshold_plugin() -> Iterator[None]:
+    """The tiny third-party flavor package (``tests/plugins/esteira-flavor-threshold``) installed into this
+    venv for the session: a real install, entry point and all, found by this process and by Ray's workers."""
+    import importlib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from registry.flavors.base import _flavor_classes
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is needed to install the plugin package")
+    try:
+        distribution("esteira-flavor-threshold")
+        installed_before = True
+    except PackageNotFoundError:
+        installed_before = False
+    # Not editable: an editable install is a .pth entry, read only by interpreters started after it, and
+    # Ray may hand the replica a worker process started before this fixture ran. Reinstalled: uv reuses a
+    # local package's cached wheel until its pyproject.toml changes, whatever its code became.
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", sys.executable, "--reinstall-package",
+                    "esteira-flavor-threshold", str(THRESHOLD_PLUGIN_DIR)], check=True)
+    importlib.invalidate_caches()  # the import system's directory listings predate the install
+    _flavor_classes.cache_clear()
+    yield
+    if not installed_before:  # another run on this venv installed it: it is that run's to remove
+        subprocess.run([uv, "pip", "uninstall", "--quiet", "--python", sys.executable, "esteira-flavor-threshold"],
+                       check=False)
+        importlib.invalidate_caches()
+        _flavor_classes.cache_clear()

@@ -6,8 +6,6 @@ with one application on a SQLite registry and, when PostgreSQL is there, a secon
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -25,26 +23,11 @@ from gateway.testing import SIGNATURE_NUMERIC, example_row, free_port, numeric_c
 pytestmark = pytest.mark.slow
 
 ROW = example_row()
-PLUGIN_DIR = Path(__file__).parent / "plugins" / "esteira-flavor-threshold"
 # Replicas run on this venv's interpreter: under `uv run`, Ray's uv hook would otherwise give workers a
-# fresh environment synced from uv.lock, without the plugin this module installs (as a cluster image
-# would have it installed in production).
+# fresh environment synced from uv.lock, without the plugin the session installs (conftest.py's
+# threshold_plugin), as a cluster image would have it installed in production.
 ACTOR_OPTIONS = {"num_cpus": 0.25, "runtime_env": {"py_executable": sys.executable,
                                                    "env_vars": {"OMP_NUM_THREADS": "1", "WHYLOGS_NO_ANALYTICS": "1"}}}
-
-
-@pytest.fixture(scope="module")
-def threshold_plugin() -> Iterator[None]:
-    """Install the tiny third-party flavor package into this venv (a real install: entry point and all)."""
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is needed to install the plugin package")
-    # Not editable: an editable install is a .pth entry, read only by interpreters started after it, and
-    # Ray may hand the replica a worker process started before this fixture ran.
-    subprocess.run([uv, "pip", "install", "--quiet", "--python", sys.executable, str(PLUGIN_DIR)], check=True)
-    yield
-    subprocess.run([uv, "pip", "uninstall", "--quiet", "--python", sys.executable, "esteira-flavor-threshold"],
-                   check=False)
 
 
 def _config(registry: Any, home: Path, **extra: Any) -> dict[str, Any]:

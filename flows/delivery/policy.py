@@ -89,7 +89,12 @@ class CanaryPolicy(BaseModel):
         "(absolute: 0.02 is 2 percentage points).")
     max_latency_ratio: float = Field(
         default=1.5, ge=1,
-        description="Roll back at once when the canary's p99 latency exceeds this many times production's.")
+        description="Roll back at once when the canary's p99 latency exceeds this many times production's (and by "
+        "at least min_latency_increase_ms).")
+    min_latency_increase_ms: float = Field(
+        default=5.0, ge=0,
+        description="The p99 guardrail also needs the canary this many milliseconds slower than production: "
+        "at sub-millisecond latencies a ratio is noise (0.3 ms against 0.2 ms is 1.5x, and nobody's problem).")
     schedule: str = Field(
         default="10m",
         description="How often the canary flow looks (its deployment's interval), e.g. '10m'.")
