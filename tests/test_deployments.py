@@ -67,7 +67,7 @@ def test_retrain_trigger_listens_to_the_monitor_event() -> None:
     from flows.monitoring.trigger import RETRAIN_EVENT as emitted
     from flows.monitoring.trigger import model_resource_id
 
-    (retrain,) = [spec for spec in _file_deployments() if spec.get("triggers")]
+    (retrain,) = [spec for spec in _file_deployments() if spec["name"] == "on-drift"]
     (trigger,) = retrain["triggers"]
     assert trigger["expect"] == [emitted] == [RETRAIN_EVENT]
     assert model_resource_id("churn").startswith(trigger["match"]["prefect.resource.id"].rstrip("*"))
