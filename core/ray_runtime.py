@@ -163,10 +163,12 @@ def use_ray_env(env: Mapping[str, str]) -> None:
 FORWARDED_SETTINGS = ("ESTEIRA_HOME", "ESTEIRA_DATABASE_URL", "ESTEIRA_ARTIFACT_ROOT", "ESTEIRA_INFERENCE_LOG_URI",
                       "ESTEIRA_FEAST_ONLINE_STORE", "ESTEIRA_FEAST_REGISTRY", "ESTEIRA_FEAST_PROJECT",
                       "ESTEIRA_GATEWAY_INSECURE", "ESTEIRA_GATEWAY_HEARTBEAT_S", "ESTEIRA_CONSOLE_URL",
-                      "ESTEIRA_CONSOLE_HOST", "ESTEIRA_CONSOLE_PORT")
+                      "ESTEIRA_CONSOLE_HOST", "ESTEIRA_CONSOLE_PORT", "ESTEIRA_WEBHOOK_URLS",
+                      "ESTEIRA_WEBHOOK_MAX_ATTEMPTS", "ESTEIRA_WEBHOOK_BACKOFF_S", "ESTEIRA_WEBHOOK_TIMEOUT_S")
 """Settings a Serve replica needs to find the same stores as the process that deployed it (and to report to
-them, and link to the console, as it does), and the operator's choice to serve without tokens off loopback (tokens are not forwarded: Ray shows runtime environments in its
-state API; set them in the cluster's environment)."""
+them, send the registry's webhooks, and link to the console, as it does), and the operator's choice to serve
+without tokens off loopback. Tokens and the webhook secret are not forwarded: Ray shows runtime environments
+in its state API; set them in the cluster's environment (a replica without the secret sends unsigned)."""
 
 PROJECT_EXCLUDES = [".esteira/", "data/", ".git/", ".venv/", "__pycache__/", "*.pyc"]
 """What stays behind when a project folder travels to a cluster: local state and local data. On a cluster

@@ -15,6 +15,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -114,8 +115,22 @@ class Settings(BaseSettings):
         default_factory=list, description="Full type names (comma-separated, or a JSON list) that model artifacts "
         "may hold besides those esteira's own training produces, e.g. mypkg.models.MyEstimator. Exact names only: "
         "a prefix such as 'numpy.' is refused.")
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Where registry events are POSTed as signed JSON webhooks: "
+        "http(s) URLs, comma-separated or a JSON list. Empty: no webhooks (Prefect events still go out to a "
+        "configured Prefect API).")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Key of the webhooks' X-Esteira-Signature-256 header (HMAC-SHA256 of the "
+        "body). None sends them unsigned, with a warning.")
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, description="Tries per webhook delivery before it is recorded as failed.")
+    webhook_backoff_s: float = Field(
+        default=0.5, ge=0, description="Wait after a webhook's first failed try; doubled after each further "
+        "one (with jitter, at most 60 s).")
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of one webhook request, in seconds.")
 
-    @field_validator("trusted_types", mode="before")
+    @field_validator("trusted_types", "webhook_urls", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         """``a.B,c.D`` or ``["a.B", "c.D"]`` from the environment; a list as it is from Python."""
@@ -123,6 +138,24 @@ class Settings(BaseSettings):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [n.strip() for n in text.split(",") if n.strip()]
         return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        """Only http(s) URLs: a typo (``htps://``, a bare host) is refused when the settings are read, not
+        found later as every delivery failing."""
+        return [check_webhook_url(url) for url in value]
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_has_a_value(cls, value: SecretStr | None) -> SecretStr | None:
+        """A secret that is set must hold something: an empty one would sign with an empty key."""
+        if value is None:
+            return None
+        if not value.get_secret_value().strip():
+            raise ValueError("ESTEIRA_WEBHOOK_SECRET is set but empty: give it a value, or unset it to send "
+                             "webhooks unsigned")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("gateway_predict_token", "gateway_admin_token", "gateway_feedback_token")
     @classmethod
@@ -188,3 +221,28 @@ def redact_urls(text: str) -> str:
     cannot parse, and an unencoded ``@`` in the password (masked up to the URL's last ``@``, where ``make_url``
     shows the rest as the host)."""
     return _QUERY_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***@", text))
+
+
+def check_webhook_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host, else ValueError saying which one is wrong."""
+    parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = url_origin(url) if parts.hostname else url.strip()[:60]
+        raise ValueError(f"webhook URL {shown!r} is not an http(s) URL with a host "
+                         "(e.g. https://hooks.example.org/esteira)")
+    return url.strip()
+
+
+def url_origin(url: str) -> str:
+    """What may be logged of a webhook URL: its scheme, host and port (a path or query may hold a token)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    hidden = "/..." if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{hidden}"

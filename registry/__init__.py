@@ -10,6 +10,7 @@ from registry.errors import (
     RegistryUnavailable,
     UntrustedArtifact,
 )
+from registry.events import EVENT_NAMES, PublicEvent
 from registry.models import (
     AuditEvent,
     GatewayReplica,
@@ -19,10 +20,13 @@ from registry.models import (
     RegisteredModel,
     TrainingRun,
     Trial,
+    WebhookDelivery,
 )
+from registry.webhooks import WebhookConfig, sign, verify_signature
 
 __all__ = [
-    "AuditEvent", "FlavorNotFound", "GatewayReplica", "IntegrityError", "InvalidName", "ModelAlias",
-    "ModelRef", "ModelVersion", "MonitoringReport", "NotFound", "RegisteredModel", "Registry", "RegistryError",
-    "RegistryUnavailable", "TrainingRun", "Trial", "UntrustedArtifact",
+    "EVENT_NAMES", "AuditEvent", "FlavorNotFound", "GatewayReplica", "IntegrityError", "InvalidName", "ModelAlias",
+    "ModelRef", "ModelVersion", "MonitoringReport", "NotFound", "PublicEvent", "RegisteredModel", "Registry",
+    "RegistryError", "RegistryUnavailable", "TrainingRun", "Trial", "UntrustedArtifact", "WebhookConfig",
+    "WebhookDelivery", "sign", "verify_signature",
 ]

@@ -8,15 +8,18 @@ with the aliases.
 
 from __future__ import annotations
 
+import contextvars
 import operator
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import case, delete, func, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session
@@ -24,6 +27,15 @@ from sqlmodel import Session
 from registry import db
 from registry.artifacts import ArtifactStore, StoredArtifact
 from registry.errors import InvalidName, NotFound, RegistryError, RegistryUnavailable
+from registry.events import (
+    CANARY_ALIAS,
+    PrefectEmission,
+    Publisher,
+    collect_audit_events,
+    flushed_public_events,
+    prefect_api_configured,
+    public_event,
+)
 from registry.flavors.base import Predictor, check_artifact, get_flavor
 from registry.models import (
     AuditEvent,
@@ -34,19 +46,26 @@ from registry.models import (
     RegisteredModel,
     TrainingRun,
     Trial,
+    WebhookDelivery,
     utcnow,
 )
 from registry.names import check_alias, check_model_name
+from registry.webhooks import STATUSES, Delivery, Poster, WebhookConfig, stage_deliveries
 
 ALIAS_CHANGES = ("promote", "rollback")
 TRIAL_SORTS = ("id", "family", "cv", "std", "duration", "status")
 """What :meth:`Registry.leaderboard` sorts trials by: id, family, CV score, its spread, duration, status."""
 PRODUCTION = "production"
-CANARY = "canary"
+CANARY = CANARY_ALIAS
 DEFAULT_CANARY_SHARE = 0.1
 """The share of requests a model's first canary gets when ``start_canary`` is given none."""
 REPLICA_RETENTION_S = 24 * 3600.0
 """A gateway replica's row is deleted once it has not been seen (or has been stopped) for this long."""
+CLOSE_WAIT_S = 10.0
+"""How long :meth:`Registry.close` waits for event deliveries in flight; what is left stays ``pending``."""
+STALE_PENDING_S = 600.0
+"""A ``pending`` delivery not updated for this long was left by a process that died (a live one updates its
+row after every attempt, at most a minute of back-off apart): :meth:`Registry.redeliver` sends it again."""
 
 
 def check_share(share: float) -> float:
@@ -109,8 +128,18 @@ class Registry:
     >>> reg.promote("fraud", mv.version, alias="production", reason="beats v1")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str, artifact_root: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, artifact_root: str, *, migrate: bool = True, notify: bool = True,
+                 webhooks: WebhookConfig | None = None) -> None:
+        """``notify=False``: this registry's writes go out neither as Prefect events nor as webhooks (for
+        tools that must stay silent). ``webhooks``: where events go; default: the ``ESTEIRA_WEBHOOK_*``
+        settings."""
         self.url = db.normalise_url(url)
+        self.notify = notify
+        self.webhooks = webhooks if webhooks is not None else (
+            WebhookConfig.from_settings() if notify else WebhookConfig())
+        self._publisher: Publisher | None = None  # started with the first event that goes out
+        self._poster = Poster(self.webhooks.timeout_s)
+        self._publisher_lock = threading.Lock()
         try:
             self.read_engine, self.write_engine = db.make_engines(self.url)
         except (ArgumentError, NoSuchModuleError) as exc:
@@ -123,7 +152,8 @@ class Registry:
                 db.upgrade(self.url, self.write_engine)
 
     @classmethod
-    def from_url(cls, url: str | None = None, artifact_root: str | None = None, *, migrate: bool = True) -> Registry:
+    def from_url(cls, url: str | None = None, artifact_root: str | None = None, *, migrate: bool = True,
+                 notify: bool = True) -> Registry:
         """A registry on ``url`` (default: the settings' database), migrated to the latest schema."""
         if url is None or artifact_root is None:
             from core.settings import get_settings
@@ -131,9 +161,15 @@ class Registry:
             settings = get_settings()
             url = url or settings.resolved_database_url
             artifact_root = artifact_root or settings.resolved_artifact_root
-        return cls(url, artifact_root, migrate=migrate)
+        return cls(url, artifact_root, migrate=migrate, notify=notify)
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Wait up to ``timeout`` seconds for event deliveries in flight, then release the database."""
+        with self._publisher_lock:
+            publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close(timeout)
+        self._poster.close()
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
@@ -159,9 +195,39 @@ class Registry:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
+        """One write transaction. The audit events it writes go out once it has committed, never when it rolls
+        back: their webhook deliveries are rows of the same transaction, sent by a background thread."""
         with self._unavailable_as_error(), Session(self.write_engine, expire_on_commit=False) as session:
+            if self.notify:
+                sa_event.listen(session, "after_flush", collect_audit_events)
             with session.begin():
                 yield session
+                jobs = self._outbox(session) if self.notify else []
+        if jobs:
+            self._events_publisher().submit(jobs)
+
+    def _outbox(self, session: Session) -> list[Any]:
+        """What tells the world about the audit events ``session`` wrote: a Prefect emission each (when a
+        Prefect API is configured) and a delivery per webhook URL, whose rows join the transaction."""
+        session.flush()
+        events = flushed_public_events(session)
+        if not events:
+            return []
+        jobs: list[Any] = []
+        if prefect_api_configured():
+            context = contextvars.copy_context()
+            jobs += [PrefectEmission(event, context) for event in events]
+        rows = stage_deliveries(session, events, self.webhooks.urls)
+        by_id = {event.id: event for event in events}
+        jobs += [Delivery(row.id, row.url, by_id[row.event_id], self.webhooks, self._write,  # type: ignore
+                          self._poster) for row in rows]
+        return jobs
+
+    def _events_publisher(self) -> Publisher:
+        with self._publisher_lock:
+            if self._publisher is None:
+                self._publisher = Publisher()
+            return self._publisher
 
     @staticmethod
     def _lock_model(session: Session, name: str) -> RegisteredModel:
@@ -525,10 +591,11 @@ class Registry:
                    details: dict[str, Any] | None = None) -> list[AuditEvent]:
         """Conclude ``name``'s canary in one transaction, so the audit log tells the whole story or none of it.
 
-        ``promote=True``: production moves to the canary's version (a ``promote`` event on ``production``),
-        then the ``canary`` alias is removed (``delete_alias``). ``promote=False``: the canary is rolled back
-        (a ``rollback`` event on ``canary`` from its version to none, the alias removed); production never
-        moved. Both carry ``reason`` and ``details`` (the verdict's report, say).
+        First a ``canary_verdict`` event (the verdict and its evidence in ``details``). Then, with
+        ``promote=True``, production moves to the canary's version (a ``promote`` event on ``production``) and
+        the ``canary`` alias is removed (``delete_alias``); with ``promote=False`` the canary is rolled back (a
+        ``rollback`` event on ``canary`` from its version to none, the alias removed) and production never
+        moved. Every event carries ``reason`` and ``details`` (the verdict's report, say).
         """
         with self._write() as session:
             model = self._lock_model(session, name)
@@ -536,7 +603,11 @@ class Registry:
             if row is None:
                 raise NotFound(f"model {name!r} has no canary to conclude")
             version = row.version
-            events = []
+            verdict = AuditEvent(model_name=name, action="canary_verdict", alias=CANARY, from_version=version,
+                                 to_version=version, actor=actor, reason=reason,
+                                 details={**(details or {}), "verdict": "promote" if promote else "rollback"})
+            session.add(verdict)
+            events = [verdict]
             if promote:
                 events.append(self._move_alias(session, model, PRODUCTION, version, "promote", reason, actor,
                                                {**(details or {}), "from_alias": CANARY}))
@@ -582,6 +653,73 @@ class Registry:
             session.add(event)
             session.flush()
             return event
+
+    # -- webhook deliveries ---------------------------------------------------------------------------------
+
+    def deliveries(self, model_name: str | None = None, status: str | None = None, limit: int = 50, *,
+                   event_id: int | None = None) -> list[WebhookDelivery]:
+        """Webhook deliveries, newest first: of one model's events, in one ``status`` (pending, delivered,
+        failed), of one audit event, when asked."""
+        query = select(WebhookDelivery)
+        if model_name is not None:
+            of_event = AuditEvent.id == WebhookDelivery.event_id
+            query = query.join(AuditEvent, of_event)  # type: ignore[arg-type]
+            query = query.where(AuditEvent.model_name == model_name)
+        if status is not None:
+            if status not in STATUSES:
+                raise RegistryError(f"unknown delivery status {status!r}: use one of {', '.join(STATUSES)}")
+            query = query.where(WebhookDelivery.status == status)
+        if event_id is not None:
+            query = query.where(WebhookDelivery.event_id == event_id)
+        query = query.order_by(WebhookDelivery.id.desc()).limit(limit)  # type: ignore[union-attr]
+        return self._delivery_rows(query)
+
+    def _delivery_rows(self, query: Any) -> list[WebhookDelivery]:
+        with self._read() as session:
+            rows = list(session.execute(query).scalars())
+        for row in rows:  # SQLite hands timestamps back without their zone; they were written in UTC
+            for name in ("created_at", "updated_at"):
+                value = getattr(row, name)
+                if value.tzinfo is None:
+                    setattr(row, name, value.replace(tzinfo=timezone.utc))
+        return rows
+
+    def redeliver(self, ids: Sequence[int] | None = None, *, model_name: str | None = None,
+                  stale_after_s: float = STALE_PENDING_S, max_attempts: int = 1, limit: int = 50
+                  ) -> list[WebhookDelivery]:
+        """Send webhook deliveries again, here and now, and return their rows as they end.
+
+        ``ids``: those deliveries, whatever their status. Otherwise the ``failed`` ones and the ``pending``
+        ones not updated for ``stale_after_s`` seconds (left by a process that died), oldest first, at most
+        ``limit``. Each gets up to ``max_attempts`` tries (with back-off), to the URL it was recorded with,
+        signed with the current secret, under its own delivery id (a receiver that has handled it can tell).
+        """
+        query = select(WebhookDelivery, AuditEvent).join(
+            AuditEvent, AuditEvent.id == WebhookDelivery.event_id)  # type: ignore[arg-type]
+        if ids is not None:
+            query = query.where(WebhookDelivery.id.in_(list(ids)))  # type: ignore[union-attr]
+        else:
+            stale = utcnow() - timedelta(seconds=stale_after_s)
+            stale_rows = WebhookDelivery.updated_at <= stale  # type: ignore[operator]
+            left = (WebhookDelivery.status == "pending") & stale_rows
+            query = query.where((WebhookDelivery.status == "failed") | left)
+        if model_name is not None:
+            query = query.where(AuditEvent.model_name == model_name)
+        query = query.order_by(WebhookDelivery.id).limit(limit)  # type: ignore[arg-type]
+        with self._read() as session:
+            found = list(session.execute(query).all())
+        config = replace(self.webhooks, max_attempts=max_attempts)
+        sent: list[int] = []
+        for row, event in found:
+            public = public_event(event)
+            if public is None:  # an action no longer sent out: nothing to say
+                continue
+            Delivery(row.id, row.url, public, config, self._write, self._poster).run_to_end()  # type: ignore
+            sent.append(row.id)  # type: ignore[arg-type]
+        if not sent:
+            return []
+        return self._delivery_rows(select(WebhookDelivery).where(
+            WebhookDelivery.id.in_(sent)).order_by(WebhookDelivery.id))  # type: ignore[union-attr]
 
     # -- training runs and trials --------------------------------------------------------------------------
 

@@ -73,6 +73,16 @@ def test_retrain_trigger_listens_to_the_monitor_event() -> None:
     assert model_resource_id("churn").startswith(trigger["match"]["prefect.resource.id"].rstrip("*"))
 
 
+def test_canary_trigger_listens_to_the_registrys_canary_started_event() -> None:
+    from registry.events import CANARY_STARTED, model_resource_id
+
+    (judge,) = [spec for spec in _file_deployments() if spec["entrypoint"] == "flows/canary.py:canary"]
+    (trigger,) = judge["triggers"]
+    assert trigger["expect"] == [CANARY_STARTED]
+    assert model_resource_id("churn").startswith(trigger["match"]["prefect.resource.id"].rstrip("*"))
+    assert judge["schedules"], "the canary flow also looks on a schedule"
+
+
 def test_down_never_signals_a_recycled_pid(tmp_path: Path) -> None:
     """A stale stack.json (after a reboot) whose pid now belongs to another session leader."""
     import subprocess

@@ -1,4 +1,5 @@
-"""``esteira models ...``: browse and manage the model registry (list, show, promote, rollback, history)."""
+"""``esteira models ...``: browse and manage the model registry (list, show, promote, rollback, history, and
+the webhook deliveries of its events)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from core.settings import url_origin
 from esteira.commands.common import DbOption, console, open_registry, user_errors
 
 app = typer.Typer(help="Browse and manage the model registry.", no_args_is_help=True)
@@ -117,4 +119,31 @@ def models_history(
             table.add_row(str(e.id), f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.action, e.alias or "-",
                           "-" if e.from_version is None else f"v{e.from_version}",
                           "-" if e.to_version is None else f"v{e.to_version}", e.actor, e.reason)
+        console.print(table)
+
+
+@app.command("deliveries")
+def models_deliveries(
+    name: Annotated[str | None, typer.Argument(help="Only this model's events")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="pending, delivered or failed")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent N deliveries")] = 50,
+    retry: Annotated[bool, typer.Option("--retry", help="Send again the failed deliveries and those left "
+                                        "pending by a process that died (one try each), then list them")] = False,
+    database_url: DbOption = None,
+) -> None:
+    """Webhook deliveries of registry events: where each went, how many tries, how it ended."""
+    with user_errors(), open_registry(database_url) as reg:
+        if retry:
+            rows = reg.redeliver(model_name=name, limit=limit)
+            title = f"Redelivered ({sum(r.status == 'delivered' for r in rows)} of {len(rows)} delivered)"
+        else:
+            rows = reg.deliveries(name, status=status, limit=limit)
+            title = "Webhook deliveries"
+        table = Table(title=title)
+        for column in ("#", "event", "url", "status", "tries", "code", "updated", "error"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(str(row.id), str(row.event_id), url_origin(row.url), row.status, str(row.attempts),
+                          "-" if row.response_code is None else str(row.response_code),
+                          f"{row.updated_at:%Y-%m-%d %H:%M:%S}", (row.error or "")[:80])
         console.print(table)

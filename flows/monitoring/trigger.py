@@ -21,15 +21,13 @@ from typing import Any
 
 from flows.monitoring.decision import EVENT_PREFIX
 from flows.monitoring.policy import TriggerMode
+from registry.events import model_resource_id as model_resource_id  # one resource id for every esteira event
+from registry.events import prefect_resource
 
 RETRAIN_EVENT = "esteira.model.retrain-requested"
 RETRAIN_FLOW = "retrain"
 """The retrain flow's name (:mod:`flows.retrain`): its runs, whichever deployment created them, answer requests."""
 log = logging.getLogger(__name__)
-
-
-def model_resource_id(model_name: str) -> str:
-    return f"esteira.model.{model_name}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ def emit_retrain_event(payload: dict[str, Any]) -> str | None:
     name = payload["model_name"]
     event = emit_event(
         event=RETRAIN_EVENT,
-        resource={"prefect.resource.id": model_resource_id(name), "prefect.resource.name": name},
+        resource=prefect_resource(name),
         payload=payload,
     )
     return f"{EVENT_PREFIX}{event.id}" if event is not None else None
