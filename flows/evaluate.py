@@ -86,6 +86,16 @@ def evaluate_candidate(model: Any, signature: dict[str, Any], holdout: pd.DataFr
     return evaluate_predictor(SklearnPredictor(model, signature), holdout, signature, label, metric)
 
 
+def score_candidate(model: Any, signature: dict[str, Any], holdout: pd.DataFrame, label: str,
+                    metric: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """Holdout metrics and the answers they were computed from: the version's calibration
+    (:func:`flows.calibration.fit_calibration`) is fitted on those same answers, so the holdout is scored once."""
+    inputs = [c["name"] for c in signature.get("inputs", [])]
+    out = SklearnPredictor(model, signature).predict(columns_of(holdout, inputs))
+    metrics = metrics_for(task_of(signature), metric, holdout[label].to_numpy(), out, signature.get("classes"))
+    return metrics, dict(out)
+
+
 def evaluate_production(registry: Registry, model_name: str, alias: str, holdout: pd.DataFrame, label: str,
                         metric: str, candidate_signature: dict[str, Any]) -> ProductionComparison:
     """Load the version behind ``alias`` (hash verified) and score it on ``holdout``."""

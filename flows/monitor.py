@@ -2,8 +2,10 @@
 
 One run: load the production version, its reference profile (the training set's whylogs profile,
 stored at registration) and its monitoring policy; compact the inference log's closed hours (a window of
-gateway traffic only); read the target; score drift per feature and
-performance on the labelled rows; decide none / warn / retrain; write the report to the registry;
+gateway traffic only); read the target; score drift per feature, performance on the labelled rows (which
+decides once the window's labels have matured, the policy's ``label_delay`` after its end) and performance
+estimated from the version's calibrated confidence on every row; judge again the earlier windows whose labels
+have come in since (:mod:`flows.monitoring.rejudge`); decide none / warn / retrain; write the report to the registry;
 publish the drift table and picture; on a retrain decision outside the cool-down, emit the
 ``esteira.model.retrain-requested`` event (a Prefect server's deployment trigger starts retraining)
 or, with no server, run the retrain flow in-process. The report records which run was started, or that a
@@ -18,7 +20,7 @@ Prefect flow around it, whose registry and log reads and registry writes are ret
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,10 +36,10 @@ from flows.features import FeastFetcher, FeatureFetcher, read_rows
 from flows.monitoring import report as reporting
 from flows.monitoring.decision import (
     EVENT_PREFIX,
-    NONE,
     RETRAIN,
     STARTED,
     Decision,
+    EarlierWindow,
     active_cooldown,
     as_utc,
     decide,
@@ -45,8 +47,16 @@ from flows.monitoring.decision import (
     retrain_status,
 )
 from flows.monitoring.drift import DriftResult, feature_drift
-from flows.monitoring.performance import PerformanceResult, window_performance
+from flows.monitoring.estimate import Estimate, estimate_window
+from flows.monitoring.performance import (
+    PerformanceResult,
+    maturity,
+    realised_json,
+    report_json,
+    window_performance,
+)
 from flows.monitoring.policy import MonitoringPolicy, TriggerMode, resolve_policy
+from flows.monitoring.rejudge import Rejudged, rejudge
 from flows.monitoring.target import Target, compact_gateway_log, from_frame, from_gateway
 from flows.monitoring.trigger import (
     RETRAIN_EVENT,
@@ -160,12 +170,33 @@ class Assessment:
     performance: PerformanceResult
     decision: Decision
     notes: list[str] = field(default_factory=list)
+    estimate: Estimate | None = None
+    realised: dict[str, Any] = field(default_factory=dict)
+    """The realised side of the report's performance: coverage, maturity (:func:`realised_json`)."""
+    earlier: Sequence[EarlierWindow] = ()
 
     @property
     def reason(self) -> str:
         return "; ".join(
             [*self.notes, self.decision.reason] if self.decision.reasons or not self.notes else self.notes
         )
+
+    def performance_json(self) -> dict[str, Any]:
+        """The report's ``performance``: realised at the top level and under ``realised``, the estimate beside."""
+        return report_json(self.performance, self.realised, self.estimate.to_json() if self.estimate else None)
+
+    def evidence(self) -> dict[str, Any]:
+        """The metric behind a retrain request (the event's ``metric``, ``metric_value``, ``metric_drop``): this
+        window's realised one when it could decide, else the worst re-judged earlier window's, else the
+        estimate."""
+        if self.realised.get("matured", True) and self.performance.status == "ok":
+            return self.performance.to_json()
+        judged = [w.performance for w in self.earlier if w.matured and w.performance.drop is not None]
+        if judged:
+            return max(judged, key=lambda p: p.drop or 0.0).to_json()
+        if self.estimate is not None and self.estimate.status == "ok":
+            return {"metric": self.estimate.metric, "value": self.estimate.value, "drop": self.estimate.drop}
+        return self.performance.to_json()
 
 
 def _scorer(registry: Registry, ctx: MonitorContext) -> Callable[[pd.DataFrame], Any]:
@@ -180,22 +211,36 @@ def _scorer(registry: Registry, ctx: MonitorContext) -> Callable[[pd.DataFrame],
 
 
 def assess(
-    ctx: MonitorContext, target: Target, *, scorer: Callable[[pd.DataFrame], Any] | None = None
+    ctx: MonitorContext,
+    target: Target,
+    *,
+    scorer: Callable[[pd.DataFrame], Any] | None = None,
+    now: datetime | None = None,
+    earlier: Sequence[EarlierWindow] = (),
 ) -> Assessment:
-    """Drift, performance and the decision.
+    """Drift, performance (realised on the labels in hand, estimated from confidence) and the decision.
 
-    Too little data is a verdict (status 'insufficient_data', decision 'none'), not an error.
+    A window of gateway traffic has matured once ``now`` is the policy's ``label_delay`` past its end; a batch
+    carries the labels it has. ``earlier``: windows re-judged in this run (:mod:`flows.monitoring.rejudge`).
+    Too little data is a verdict (status 'insufficient_data', decision 'none' unless an earlier window says
+    otherwise), not an error.
     """
     policy = ctx.policy
+    now = now or datetime.now(UTC)
     rows = target.frame
     if rows is not None and "model_version" in rows.columns:
         rows = rows[
             rows["model_version"] == ctx.version.version
         ]  # judge this version against its own baseline
+    matured, matures_at = maturity(target.end if target.source != "batch" else None, policy.labels_mature_after, now)
     if target.n_rows < policy.min_rows or target.profile is None:
         performance = PerformanceResult("insufficient_labels", ctx.metric, 0)
         note = f"{target.n_rows} rows in the window, fewer than min_rows={policy.min_rows}"
-        return Assessment("insufficient_data", DriftResult(), performance, Decision(NONE), [note])
+        realised = realised_json(performance, rows=target.n_rows, matured=matured, matures_at=matures_at,
+                                 source=target.source)
+        decision = decide(DriftResult(), performance, policy, matured=matured, earlier=earlier)
+        return Assessment("insufficient_data", DriftResult(), performance, decision, [note], realised=realised,
+                          earlier=earlier)
     notes: list[str] = []
     if ctx.reference is None:
         drift = DriftResult(unscored=list(ctx.features or []))
@@ -212,7 +257,20 @@ def assess(
         classes=ctx.classes,
         scorer=scorer,
     )
-    return Assessment("ok", drift, performance, decide(drift, performance, policy), notes)
+    n_rows = len(rows) if rows is not None else target.n_rows
+    realised = realised_json(performance, rows=n_rows, matured=matured, matures_at=matures_at, source=target.source)
+    if not matured:
+        coverage = f"{realised['coverage']:.0%}" if realised["coverage"] is not None else "-"
+        notes.append(f"labels not matured (label_delay {policy.label_delay}, until "
+                     f"{matures_at.isoformat(timespec='minutes') if matures_at else '-'}): realised {ctx.metric} on "
+                     f"{performance.n_labelled} labelled rows (coverage {coverage}) decides nothing yet")
+    estimate = None
+    if ctx.version.calibration is not None:
+        estimate = estimate_window(rows, task=ctx.task, metric=ctx.metric, calibration=ctx.version.calibration,
+                                   baseline=ctx.version.metrics or {}, scorer=scorer)
+    decision = decide(drift, performance, policy, matured=matured, estimate=estimate, earlier=earlier)
+    return Assessment("ok", drift, performance, decision, notes, estimate=estimate, realised=realised,
+                      earlier=earlier)
 
 
 # -- the procedure -------------------------------------------------------------------------------------------
@@ -392,7 +450,7 @@ def act(
         report_id=report.id,  # type: ignore[arg-type]
         reason=assessment.decision.reason,
         drift_share=assessment.drift.share,
-        performance=assessment.performance.to_json(),
+        performance=assessment.evidence(),
         project=str(ctx.project.root) if ctx.project is not None else None,
     )
     if resolved == "event":
@@ -469,7 +527,12 @@ def run_monitor(
         retries=2,
     )
     scorer = _scorer(registry, ctx)
-    assessment = assess(ctx, target, scorer=scorer)
+    rejudged: list[Rejudged] = []
+    if ctx.policy.labels_mature_after > timedelta(0):  # labels come late: earlier windows may have more now
+        rejudged = step(rejudge, registry, model_name, policy=ctx.policy, now=now,
+                        versions={ctx.version.version: ctx.version}, name="rejudge", retries=2)
+    earlier = [r.window for r in rejudged if r.changed and r.version == ctx.version.version]
+    assessment = assess(ctx, target, scorer=scorer, now=now, earlier=earlier)
 
     blocking: MonitoringReport | None = None
     lost: list[MonitoringReport] = []
@@ -504,7 +567,7 @@ def run_monitor(
             status=assessment.status,
             drift={**assessment.drift.to_json(), "source": target.source, "policy": ctx.policy.model_dump()},
             drift_share=assessment.drift.share,
-            performance=assessment.performance.to_json(),
+            performance=assessment.performance_json(),
             decision=assessment.decision.decision,
             reason=reason[:4000],
             # claimed before the trigger so that a concurrent run sees the cool-down already

@@ -31,6 +31,7 @@ from prefect import flow
 from core.project import Project, current_project, optional_project
 from core.settings import get_settings
 from flows import evaluate, promotion
+from flows.calibration import fit_calibration
 from flows.errors import DataValidationError, SearchFailed, TrainingInputError
 from flows.features import FeastFetcher, FeatureFetcher, ServiceInfo, input_schema, read_labels, select_rows
 from flows.lineage import package_versions
@@ -287,7 +288,10 @@ def train(spec: ModelSpec | str | Path, *, project: Project | str | None = None,
                      spec.task, name="refit")
         classes = [plain_class(c) for c in model.classes_] if hasattr(model, "classes_") else None
         signature = signature_for(spec, data, classes, profile)
-        holdout_metrics = evaluate.evaluate_candidate(model, signature, split.holdout, spec.label, spec.metric)
+        holdout_metrics, holdout_outputs = evaluate.score_candidate(model, signature, split.holdout, spec.label,
+                                                                    spec.metric)
+        calibration = fit_calibration(spec.task, label_values(spec.task, split.holdout[spec.label].to_numpy()),
+                                      holdout_outputs, classes, seed=spec.seed)
         production = step(evaluate.evaluate_production, registry, spec.name, spec.promotion.alias, split.holdout,
                           spec.label, spec.metric, signature, name="evaluate-production", retries=2)
         decision = promotion.decide(spec.promotion, spec.metric, holdout_metrics[spec.metric], production)
@@ -309,14 +313,14 @@ def train(spec: ModelSpec | str | Path, *, project: Project | str | None = None,
             feature_service=spec.feature_service, training_set_uri=snapshot.uri,
             training_set_sha256=snapshot.sha256, package_versions=package_versions(),
             code_version=resolved_project.code_version() if resolved_project else None,
-            flow_run_id=flow_run_id, training_run_id=run.id, reference_profile=profile,
+            flow_run_id=flow_run_id, training_run_id=run.id, reference_profile=profile, calibration=calibration,
             description=spec.description, actor=actor,
         )
         reporter.stage("register", f"{spec.name} v{mv.version}: {decision.alias} ({decision.reason})")
         promotion.apply(registry, spec.name, mv.version, decision, actor=actor,
                         details={"metric": spec.metric, "candidate": holdout_metrics[spec.metric],
                                  "production": production.metric, "production_version": production.version,
-                                 "training_run_id": run.id})
+                                 "training_run_id": run.id}, canary_share=spec.canary.share)
         console = get_settings().resolved_console_url
         reporter.markdown("evaluation", evaluate.comparison_markdown(
             spec.name, spec.metric, holdout_metrics, production, decision, len(split.holdout), split.cutoff)

@@ -1,5 +1,9 @@
 """From drift and performance to a decision (none / warn / retrain), and the retrain cool-down.
 
+Performance speaks through three numbers: the window's realised metric once its labels have matured, the
+metric estimated from confidence while they have not (when the policy says so), and earlier windows judged
+again as their labels arrived. All three decide by the same two drops.
+
 Kept pure (no registry, no Prefect) so the rule is read and tested in one place. The cool-down's
 state is the registry itself: the retrain reports and what their ``triggered_run`` says. No extra table,
 and it survives restarts and works across processes.
@@ -14,10 +18,12 @@ started run holds it for the whole cool-down.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flows.monitoring.drift import DriftResult
+from flows.monitoring.estimate import Estimate
 from flows.monitoring.performance import PerformanceResult
 from flows.monitoring.policy import MonitoringPolicy
 from registry.models import MonitoringReport
@@ -39,8 +45,41 @@ class Decision:
         return "; ".join(self.reasons) or "no drift, no performance decay"
 
 
-def decide(drift: DriftResult, performance: PerformanceResult, policy: MonitoringPolicy) -> Decision:
-    """The strongest of the drift verdict and the performance verdict, with every reason that led to it."""
+@dataclass(frozen=True)
+class EarlierWindow:
+    """An earlier window judged again now that more of its labels are in (:mod:`flows.monitoring.rejudge`)."""
+
+    report_id: int
+    start: datetime | None
+    end: datetime | None
+    performance: PerformanceResult
+    coverage: float | None
+    matured: bool
+
+    @property
+    def name(self) -> str:
+        span = (f" {self.start.isoformat(timespec='minutes')} to {self.end.isoformat(timespec='minutes')}"
+                if self.start is not None and self.end is not None else "")
+        return f"window{span} (report {self.report_id})"
+
+
+def _decay(drop: float, policy: MonitoringPolicy) -> tuple[str, float] | None:
+    """The level a metric drop reaches and the threshold it passed, by the policy's two drops."""
+    if drop > policy.max_metric_drop:
+        return RETRAIN, policy.max_metric_drop
+    if drop > policy.warn_metric_drop:
+        return WARN, policy.warn_metric_drop
+    return None
+
+
+def decide(drift: DriftResult, performance: PerformanceResult, policy: MonitoringPolicy, *, matured: bool = True,
+           estimate: Estimate | None = None, earlier: Sequence[EarlierWindow] = ()) -> Decision:
+    """The strongest of the drift verdict and the performance verdicts, with every reason that led to it.
+
+    The window's realised metric counts once its labels have ``matured``; until then (or while too few of
+    them are in to judge), with the policy's ``retrain_on_estimate``, the metric estimated from confidence
+    counts by the same drops. ``earlier`` windows re-judged in this run count when their labels have matured.
+    """
     level = NONE
     reasons: list[str] = []
 
@@ -62,15 +101,27 @@ def decide(drift: DriftResult, performance: PerformanceResult, policy: Monitorin
             )
         elif policy.warn_on_any_drift:
             raise_to(WARN, f"feature drift: {what} < {policy.dataset_drift_share:.0%}")
-    if performance.status == "ok" and performance.drop is not None:
+    judged = matured and performance.status == "ok" and performance.drop is not None
+    if judged and (verdict := _decay(performance.drop, policy)):  # type: ignore[arg-type]
         what = (
             f"{performance.metric} {performance.value:.4f} on {performance.n_labelled} labelled rows vs "
             f"{performance.baseline:.4f} at evaluation (drop {performance.drop:+.4f})"
         )
-        if performance.drop > policy.max_metric_drop:
-            raise_to(RETRAIN, f"performance decay: {what} > {policy.max_metric_drop}")
-        elif performance.drop > policy.warn_metric_drop:
-            raise_to(WARN, f"performance decay: {what} > {policy.warn_metric_drop}")
+        raise_to(verdict[0], f"performance decay: {what} > {verdict[1]}")
+    if (not judged and policy.retrain_on_estimate and estimate is not None and estimate.status == "ok"
+            and estimate.drop is not None and (verdict := _decay(estimate.drop, policy))):
+        what = (f"{estimate.metric} {estimate.value:.4f} estimated ({estimate.method}, from calibrated confidence) "
+                f"on {estimate.rows} rows vs {estimate.baseline:.4f} at evaluation (drop {estimate.drop:+.4f})")
+        why = "labels not matured" if not matured else f"realised {performance.status}"
+        raise_to(verdict[0], f"estimated performance decay, {why}: {what} > {verdict[1]}")
+    for window in earlier:
+        result = window.performance
+        if window.matured and result.status == "ok" and result.drop is not None \
+                and (verdict := _decay(result.drop, policy)):
+            coverage = f", coverage {window.coverage:.0%}" if window.coverage is not None else ""
+            raise_to(verdict[0], f"performance decay in earlier {window.name}, re-judged on its matured labels: "
+                                 f"{result.metric} {result.value:.4f} on {result.n_labelled} labelled rows{coverage} "
+                                 f"vs {result.baseline:.4f} at evaluation (drop {result.drop:+.4f}) > {verdict[1]}")
     return Decision(level, tuple(reasons))
 
 

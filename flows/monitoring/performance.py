@@ -4,12 +4,20 @@ Ground truth arrives late and only for some requests (feedback joined to the inf
 only rows with a label are scored, and too few of them give no verdict rather than a noisy one.
 The baseline is the production version's own evaluation metric (its holdout value), so "decay"
 means "worse than this model was shown to be", not worse than some fixed number.
+
+How late is the policy's ``label_delay``: a window's labels have *matured* once its end is that far behind
+(:func:`maturity`); before, the realised metric is reported with its coverage (labelled rows / rows) but
+decides nothing, and later runs judge the window again (:mod:`flows.monitoring.rejudge`). A report's
+``performance`` keeps this module's result at its top level (what readers of a report have always read)
+and says under ``realised`` and ``estimated`` which number was measured on labels and which was estimated
+from confidence (:mod:`flows.monitoring.estimate`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -126,3 +134,39 @@ def window_performance(
         return PerformanceResult("no_baseline", metric, n, value=value,
                                  note=f"the version has no recorded {metric!r} to compare with")
     return PerformanceResult("ok", metric, n, value=value, baseline=base, baseline_key=key, drop=base - value)
+
+
+def maturity(end: datetime | None, label_delay: timedelta, now: datetime) -> tuple[bool, datetime | None]:
+    """(have the window's labels matured at ``now``, when they do). A window without an end (a batch given
+    as it is) carries the labels it has: matured."""
+    if end is None:
+        return True, None
+    matures_at = end + label_delay
+    return now >= matures_at, matures_at
+
+
+def realised_json(result: PerformanceResult, *, rows: int, matured: bool, matures_at: datetime | None,
+                  source: str, checked_at: datetime | None = None) -> dict[str, Any]:
+    """A report's ``performance["realised"]``: the metric measured on the labels in hand, their coverage of
+    the window's rows, and whether they had matured (only then does it decide). ``checked_at``: when a later
+    run looked again (a first judgement is the report's ``created_at``)."""
+    return {
+        "kind": "realised",
+        "method": "labels",
+        "status": result.status,
+        "value": result.value,
+        "drop": result.drop,
+        "labelled": result.n_labelled,
+        "rows": rows,
+        "coverage": result.n_labelled / rows if rows else None,
+        "matured": matured,
+        "matures_at": matures_at.isoformat() if matures_at is not None else None,
+        "source": source,
+        **({"checked_at": checked_at.isoformat()} if checked_at is not None else {}),
+    }
+
+
+def report_json(result: PerformanceResult, realised: dict[str, Any], estimated: dict[str, Any] | None
+                ) -> dict[str, Any]:
+    """A report's ``performance``: the realised result's fields at the top level, then the two sides."""
+    return {**result.to_json(), "realised": realised, "estimated": estimated}

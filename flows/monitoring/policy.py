@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TriggerMode = Literal["auto", "event", "direct", "off"]
 
@@ -82,6 +82,25 @@ class MonitoringPolicy(BaseModel):
         default=0.02, ge=0, description="Drop below the evaluation metric (absolute) that decides 'warn'."
     )
 
+    label_delay: str | float = Field(
+        default=0.0,
+        description="How long after a window ends its labels are all in (e.g. '1d', '6h'; a number is seconds). A "
+        "window's labels have matured once now >= window end + label_delay: only then does its realised metric "
+        "count toward the decision, and later runs re-judge earlier windows as their labels arrive. 0: labels are "
+        "immediate, every window is judged once on the labels it has.",
+    )
+    retrain_on_estimate: bool = Field(
+        default=False,
+        description="Decide on the metric estimated from the model's calibrated confidence (CBPE) while a window's "
+        "labels have not matured, by the same drops as the realised metric; otherwise the estimate is reported only.",
+    )
+    rejudge_limit: int = Field(
+        default=6,
+        ge=0,
+        description="Earlier windows re-judged per run at most (with a label_delay): each reads its window of the "
+        "inference log again. Windows whose labels matured since they were judged go first.",
+    )
+
     cooldown_minutes: float = Field(
         default=10.0,
         ge=0,
@@ -110,6 +129,17 @@ class MonitoringPolicy(BaseModel):
             raise ValueError(f"features both scored with Hellinger and ignored: {sorted(overlap)}")
         return self
 
+    @field_validator("label_delay")
+    @classmethod
+    def _delay(cls, value: str | float) -> str | float:
+        _as_delay(value)
+        return value
+
+    @property
+    def labels_mature_after(self) -> timedelta:
+        """``label_delay`` as a timedelta (zero: labels are immediate)."""
+        return _as_delay(self.label_delay)
+
     @property
     def window(self) -> timedelta:
         return timedelta(minutes=self.window_minutes)
@@ -121,6 +151,18 @@ class MonitoringPolicy(BaseModel):
     @property
     def request_grace(self) -> timedelta:
         return timedelta(minutes=self.request_grace_minutes)
+
+
+def _as_delay(value: str | float) -> timedelta:
+    """A label delay: zero, or a duration as the canary policy writes them (``'90s'``, ``'6h'``, ``'1d'``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return timedelta(0)
+    if isinstance(value, str) and value.strip() in ("0", "0s", "0m", "0h", "0d"):
+        return timedelta(0)
+    # imported here: flows.delivery imports the monitoring package, which imports this module
+    from flows.delivery.policy import parse_duration
+
+    return parse_duration(value)
 
 
 def resolve_policy(

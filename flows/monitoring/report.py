@@ -194,7 +194,9 @@ def summary_markdown(
         f"| window | {start.isoformat() if start else '-'} to {end.isoformat() if end else '-'} ({source}) |",
         f"| rows / labelled | {n_rows} / {n_labelled} |",
         f"| drifted features | {share} |",
-        f"| performance | {_perf(performance)} |",
+        f"| performance, realised (labels) | {_perf(performance)}{_realised(performance)} |",
+        f"| performance, estimated (CBPE) | {_estimated(performance)} |",
+        *_rejudged(performance),
         f"| retrain run | {triggered_run or '-'} |",
         f"| registry report | {report_id if report_id is not None else '-'} |",
         "",
@@ -211,11 +213,51 @@ def summary_markdown(
 
 def _perf(performance: dict[str, Any]) -> str:
     if performance.get("status") != "ok":
-        return f"{performance.get('status', 'n/a')}: {performance.get('note', '')}".strip()
+        note = performance.get("note")
+        return f"{performance.get('status', 'n/a')}{f': {note}' if note else ''}"
     return (
         f"{performance['metric']} {performance['value']:.4f} vs {performance['baseline']:.4f} at evaluation "
         f"(drop {performance['drop']:+.4f})"
     )
+
+
+def _realised(performance: dict[str, Any]) -> str:
+    """Coverage and maturity of the realised metric: how much of the window it stands on, and whether it
+    decides yet."""
+    realised = performance.get("realised") or {}
+    if not realised:
+        return ""
+    coverage = realised.get("coverage")
+    share = f"{coverage:.0%}" if isinstance(coverage, (int, float)) else "-"
+    when = realised.get("matures_at")
+    state = "matured" if realised.get("matured") else f"not matured (labels due by {when or '-'}): decides nothing yet"
+    return f"; {realised.get('labelled', 0)} of {realised.get('rows', 0)} rows labelled (coverage {share}), {state}"
+
+
+def _estimated(performance: dict[str, Any]) -> str:
+    estimated = performance.get("estimated") or {}
+    if not estimated:
+        return "-"
+    if estimated.get("status") != "ok":
+        return f"{estimated.get('status')}: {estimated.get('note', '')}".strip()
+    base, drop = estimated.get("baseline"), estimated.get("drop")
+    against = f" vs {base:.4f} at evaluation (drop {drop:+.4f})" if base is not None and drop is not None else ""
+    return (f"{estimated['metric']} {estimated['value']:.4f}{against}, expected from calibrated confidence on "
+            f"{estimated.get('rows', 0)} rows, labelled or not")
+
+
+def _rejudged(performance: dict[str, Any]) -> list[str]:
+    """One line per earlier judgement of this window that a later run replaced."""
+    lines = []
+    for entry in performance.get("rejudged") or []:
+        value = entry.get("value")
+        number = f"{value:.4f}" if isinstance(value, (int, float)) else entry.get("status", "-")
+        coverage = entry.get("coverage")
+        share = f"{coverage:.0%}" if isinstance(coverage, (int, float)) else "-"
+        lines.append(f"| earlier judgement ({entry.get('at') or 'when the report was written'}) | realised {number} on "
+                     f"{entry.get('labelled', 0)} labels (coverage {share}"
+                     f"{', matured' if entry.get('matured') else ', not matured'}) |")
+    return lines
 
 
 def artifact_key(model_name: str) -> str:
