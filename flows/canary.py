@@ -40,7 +40,7 @@ from flows.reporting import LogReporter, Reporter
 from flows.spec import models_with_alias
 from flows.tasks import task_of
 from flows.train import Step, direct_step, prefect_step
-from registry import Registry
+from registry import NotFound, Registry
 from registry.api import CANARY, PRODUCTION
 from registry.models import MonitoringReport
 
@@ -243,19 +243,24 @@ def run_canary(
     verdict, bound, guardrails = judge(state, evidence, now)
     report = step(registry.record_report, _report(state, evidence, verdict, bound, guardrails, now, flow_run_id),
                   name="record-verdict", retries=2)
+    reason = verdict.reason
     if act and verdict.action != CONTINUE:
         details = {"report_id": report.id, "metric": evidence.metric, "bound": bound.to_json(),
                    "guardrails": guardrails.breached, "production_version": state.production_version}
-        step(registry.end_canary, model_name, promote=verdict.action == PROMOTE,
-             reason=f"canary verdict (report {report.id}): {verdict.reason}"[:4000], actor=ACTOR, details=details,
-             name="conclude-canary", retries=2)
+        try:  # one transaction, compare-and-set on the judged version: not retried, never applied twice
+            step(registry.end_canary, model_name, promote=verdict.action == PROMOTE,
+                 reason=f"canary verdict (report {report.id}): {verdict.reason}"[:4000], actor=ACTOR,
+                 details=details, version=state.canary_version, name="conclude-canary")
+        except NotFound as exc:  # another judge concluded (or someone ended) this canary meanwhile
+            reason = f"{verdict.reason}; not applied: {exc}"
+            report = registry.update_report(report.id, reason=reason[:4000])  # type: ignore[arg-type]
     reporter.markdown(f"canary-{model_name.lower().replace('_', '-').replace('.', '-')}-verdict",
                       verdict_markdown(state, report, get_settings().resolved_console_url),
                       f"Canary verdict {report.id} of {model_name}")
     log.info("canary %s v%s vs v%s: %s (%s)", model_name, state.canary_version, state.production_version,
              verdict.action, verdict.reason)
     return CanaryOutcome(model_name=model_name, canary_version=state.canary_version,
-                         production_version=state.production_version, action=verdict.action, reason=verdict.reason,
+                         production_version=state.production_version, action=verdict.action, reason=reason,
                          report_id=report.id, labelled={CANARY: len(evidence.canary),
                                                         PRODUCTION: len(evidence.production)},
                          bound=bound.to_json(), guardrails=guardrails.to_json())

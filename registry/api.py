@@ -588,7 +588,7 @@ class Registry:
                 select(RegisteredModel.canary_share).where(RegisteredModel.name == name)).scalar_one_or_none()
 
     def end_canary(self, name: str, *, promote: bool, reason: str = "", actor: str = "unknown",
-                   details: dict[str, Any] | None = None) -> list[AuditEvent]:
+                   details: dict[str, Any] | None = None, version: int | None = None) -> list[AuditEvent]:
         """Conclude ``name``'s canary in one transaction, so the audit log tells the whole story or none of it.
 
         First a ``canary_verdict`` event (the verdict and its evidence in ``details``). Then, with
@@ -596,12 +596,19 @@ class Registry:
         the ``canary`` alias is removed (``delete_alias``); with ``promote=False`` the canary is rolled back (a
         ``rollback`` event on ``canary`` from its version to none, the alias removed) and production never
         moved. Every event carries ``reason`` and ``details`` (the verdict's report, say).
+
+        ``version``: conclude only if the canary is still that version (compare and set). Two judges that
+        looked at the same canary at once (a scheduled run and one started by hand) then conclude it once;
+        the second gets :class:`NotFound` saying it was concluded already.
         """
         with self._write() as session:
             model = self._lock_model(session, name)
             row = session.get(ModelAlias, (model.id, CANARY))
             if row is None:
-                raise NotFound(f"model {name!r} has no canary to conclude")
+                raise NotFound(f"model {name!r} has no canary to conclude"
+                               + (f" (version {version} was concluded already)" if version is not None else ""))
+            if version is not None and row.version != version:
+                raise NotFound(f"the canary of model {name!r} is version {row.version} now, not {version}")
             version = row.version
             verdict = AuditEvent(model_name=name, action="canary_verdict", alias=CANARY, from_version=version,
                                  to_version=version, actor=actor, reason=reason,

@@ -182,5 +182,22 @@ def test_an_equal_canary_is_not_promoted_however_often_the_flow_looks(
     assert len(registry.reports(MODEL, kind="canary")) == 6
 
 
+def test_a_canary_is_concluded_once_when_two_judges_race(registry: Any, threshold_plugin: None) -> None:
+    """``end_canary(version=...)`` is a compare-and-set: the slower of two judges (a scheduled run and one
+    started by hand) finds the canary concluded, and a canary replaced meanwhile is not concluded by a verdict
+    on its predecessor."""
+    from registry import NotFound
+
+    v1, v2 = _release(registry, _rule(0.5), _rule(0.0), share=0.2)
+    registry.end_canary(MODEL, promote=True, reason="first judge", version=v2)
+    with pytest.raises(NotFound, match="concluded already"):
+        registry.end_canary(MODEL, promote=True, reason="second judge", version=v2)
+    v3 = registry.register_version(MODEL, _rule(0.1), flavor="threshold", signature=SIGNATURE).version
+    registry.start_canary(MODEL, v3, reason="next")
+    with pytest.raises(NotFound, match=f"is version {v3} now, not {v1}"):
+        registry.end_canary(MODEL, promote=False, reason="stale verdict", version=v1)
+    assert registry.aliases(MODEL) == {"canary": v3, "production": v2}
+
+
 def test_no_canary_means_nothing_to_judge(registry: Any, esteira_home: Path) -> None:
     assert run_canary("nobody", registry=registry, root=str(esteira_home / "inference")) is None
