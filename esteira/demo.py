@@ -6,9 +6,12 @@
 3. realistic traffic (entity-key and inline requests, rebuilt from the spec's label source) and
    ground-truth feedback; a monitor run that finds nothing wrong;
 4. the scenario makes the world change (drift); drifted traffic; the monitor finds drift and emits a
-   Prefect event; the retrain deployment's trigger starts it on the worker; v2 is promoted and the gateway
-   hot-loads it while clients keep sending requests (every failure is counted);
-5. a summary: versions and metrics before and after, drift scores, what triggered what, stage timings.
+   Prefect event; the retrain deployment's trigger starts it on the worker; v2 wins on the holdout and goes
+   out as the canary (the spec's ``promotion.rollout: canary``), answering a share of live requests;
+5. labelled traffic on both versions; the canary flow looks after each round until its verdict (a
+   confidence sequence on the labelled rows, guardrails on latency and errors) promotes v2; the gateway
+   hot-loads it while clients keep sending requests throughout (every failure is counted);
+6. a summary: versions and metrics before and after, drift scores, what triggered what, stage timings.
 
 Everything about the domain comes from the project: its spec (model name, label, feature service), its
 label source (traffic and feedback) and ``scenario.py``, the one file a project adds to be demonstrated:
@@ -77,6 +80,7 @@ class LoadStats:
     latencies_ms: list[float] = field(default_factory=list)
     versions: dict[int, int] = field(default_factory=dict)
     first_seen: dict[int, float] = field(default_factory=dict)
+    last_seen: dict[int, float] = field(default_factory=dict)
 
     def record(self, ok: bool, latency_ms: float, version: int | None, detail: str = "") -> None:
         self.sent += 1
@@ -87,7 +91,9 @@ class LoadStats:
         self.latencies_ms.append(latency_ms)
         if version is not None:
             self.versions[version] = self.versions.get(version, 0) + 1
-            self.first_seen.setdefault(version, time.time())
+            now = time.time()
+            self.first_seen.setdefault(version, now)
+            self.last_seen[version] = now
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -325,63 +331,135 @@ class Demo:
             raise DemoFailed(f"the monitor did not ask for retraining on drifted traffic: {report}")
         return report, decided_at
 
-    def retrain_under_load(self, v1: int, decided_at: float) -> int:
-        """Keep clients busy while the event-triggered retrain runs; stop once v2 has answered a while."""
-        reg = self.registry()
-        stats = LoadStats()
+    @contextmanager
+    def background_load(self, stats: LoadStats, *, clients: int = 8) -> Iterator[None]:
+        """Clients sending requests (no labels) in a thread of their own until the block ends: what a swap
+        must not disturb. Every answer and failure lands in ``stats``."""
+        import threading
+
         frame, signature = self.traffic_rows()
         rows = [r for _, r in frame.iterrows()]
-        state: dict[str, Any] = {"promoted_at": None, "v2": None}
+        stop = threading.Event()
 
-        async def client_loop(client: httpx.AsyncClient, worker: int, stop: asyncio.Event) -> None:
+        async def client_loop(client: httpx.AsyncClient, worker: int) -> None:
             i = worker
             while not stop.is_set():
                 await _predict(client, self.model, _request_body(rows[i % len(rows)], signature,
                                                                  by_entity=i % 2 == 0), stats)
-                i += 1
+                i += clients
                 await asyncio.sleep(0.02)
 
-        async def watcher(stop: asyncio.Event) -> None:
-            deadline = time.monotonic() + self.retrain_timeout_s
-            while time.monotonic() < deadline:
-                current = await asyncio.to_thread(reg.resolve_alias, self.model, "production")
-                if current is not None and current != v1 and state["promoted_at"] is None:
-                    state["v2"], state["promoted_at"] = current, time.time()
-                if state["v2"] and state["v2"] in stats.first_seen and \
-                        time.time() - stats.first_seen[state["v2"]] > 3.0:
-                    break
-                await asyncio.sleep(0.25)
-            stop.set()
-
         async def main() -> None:
-            stop = asyncio.Event()
             async with httpx.AsyncClient(base_url=self.gateway, timeout=30) as client:
-                await asyncio.gather(watcher(stop), *(client_loop(client, w, stop) for w in range(8)))
+                await asyncio.gather(*(client_loop(client, w) for w in range(clients)))
 
-        with self.stage("retrain: Prefect event -> retrain deployment on the worker -> new version hot-loaded") as notes:
-            asyncio.run(main())
-            v2 = state["v2"]
+        thread = threading.Thread(target=lambda: asyncio.run(main()), name="demo-load", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+
+    def wait_for_alias(self, alias: str, other_than: int, timeout: float) -> tuple[int | None, float | None]:
+        """(version, when) once ``alias`` points at a version other than ``other_than``, or (None, None)."""
+        reg = self.registry()
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                current = reg.resolve_alias(self.model, alias)
+                if current is not None and current != other_than:
+                    return current, time.time()
+                time.sleep(0.25)
+            return None, None
+        finally:
+            reg.close()
+
+    def retrain_to_canary(self, v1: int, stats: LoadStats) -> int:
+        """The retrain deployment, started by the monitor's event on the worker, registers v2; it wins on the
+        holdout and, as the spec's ``promotion.rollout: canary`` says, goes out as the canary."""
+        with self.stage("retrain: Prefect event -> retrain deployment on the worker -> v2 out as the canary") as notes:
+            v2, started_at = self.wait_for_alias("canary", v1, self.retrain_timeout_s)
             if v2 is None:
-                raise DemoFailed(f"no new production version within {self.retrain_timeout_s:.0f}s of the retrain "
-                                 f"event; see the worker log under {self.settings.home / 'logs'}")
-            served_at = stats.first_seen.get(v2)
-            self.swap = {
-                "from_version": v1, "to_version": v2, "requests": stats.sent, "failed": stats.failed,
-                "errors": stats.errors, "p50_ms": round(stats.percentile(0.5), 1),
-                "p99_ms": round(stats.percentile(0.99), 1),
-                "decision_to_promotion_s": round(state["promoted_at"] - decided_at, 1),
-                "promotion_to_first_v2_response_s": round(served_at - state["promoted_at"], 2) if served_at else None,
-                "decision_to_serving_s": round(served_at - decided_at, 1) if served_at else None,
-                "responses_by_version": stats.versions,
-            }
-            notes.append(f"v{v1} -> v{v2}; {stats.sent} requests during the swap, {stats.failed} failed; "
-                         f"promotion -> first v{v2} response {self.swap['promotion_to_first_v2_response_s']}s")
-        reg.close()
-        if stats.failed:
-            raise DemoFailed(f"{stats.failed} requests failed across the swap: {stats.errors}")
-        if served_at is None:
-            raise DemoFailed(f"v{v2} was promoted but the gateway never answered with it")
+                raise DemoFailed(f"no canary within {self.retrain_timeout_s:.0f}s of the retrain event; see the "
+                                 f"worker log under {self.settings.home / 'logs'}")
+            self.swap.update(from_version=v1, to_version=v2, canary_started_at=started_at)
+            reg = self.registry()
+            try:
+                share = reg.canary_share(self.model)
+            finally:
+                reg.close()
+            notes.append(f"v{v2} is the canary with {share:.0%} of requests; {stats.sent} requests so far, "
+                         f"{stats.failed} failed")
         return int(v2)
+
+    canary_rounds = 8
+    """Rounds of labelled traffic the canary stage sends at most before it gives up on a verdict."""
+
+    def canary_phase(self, v1: int, v2: int, stats: LoadStats) -> None:
+        """Labelled traffic on both versions; the canary flow looks after each round, as its schedule would,
+        until its verdict concludes the canary; then the gateway answers with v2 alone."""
+        from flows.canary import canary
+
+        verdicts: list[dict[str, Any]] = []
+        with self.stage("canary: v2 on a share of live traffic, judged by the canary flow, promoted") as notes:
+            for _ in range(self.canary_rounds):
+                frame, signature = self.traffic_rows()
+                sent = self.send_traffic(frame, signature)
+                if sent.failed:
+                    raise DemoFailed(f"{sent.failed} of {sent.sent} labelled requests failed: {sent.errors}")
+                time.sleep(self.flush_wait_s)  # the gateway writes its log in micro-batches
+                verdict = canary(model_name=self.model, project=str(self.project.root))
+                verdicts.append(verdict)
+                if verdict.get("action") != "continue":  # promote, rollback, or none: a deployment run concluded it
+                    break
+            promoted_v, promoted_at = self.wait_for_alias("production", v1, 30.0)
+            if promoted_v != v2:
+                last = verdicts[-1] if verdicts else {}
+                raise DemoFailed(f"the canary flow did not promote v{v2} after {len(verdicts)} looks: "
+                                 f"{last.get('action')}: {last.get('reason')}")
+            settled = self.settle(v1, stats)
+            # The verdict that concluded it: the demo's own look, or the canary deployment's run (started by
+            # the canary-started event, or its schedule) if that one looked first.
+            reg = self.registry()
+            try:
+                final = next(r for r in reg.reports(self.model, kind="canary", limit=50, version=v2)
+                             if r.decision == "promote")
+                # the moment of the verdict's transaction, not when this process noticed it
+                moved = next(e for e in reversed(reg.history(self.model, alias="production", limit=20))
+                             if e.action == "promote" and e.to_version == v2)
+                promoted_at = moved.created_at.replace(tzinfo=moved.created_at.tzinfo or UTC).timestamp()
+            finally:
+                reg.close()
+            self.swap.update(canary_looks=len(verdicts), verdict=final.decision, verdict_reason=final.reason,
+                             labelled=final.performance.get("labelled"), verdict_report_id=final.id,
+                             verdict_flow_run_id=final.flow_run_id, promoted_at=promoted_at,
+                             promotion_to_last_v1_response_s=round(settled - promoted_at, 2) if settled else None)
+            notes.append(f"{len(verdicts)} look(s) here; report {final.id}: {final.decision}: {final.reason[:160]}")
+
+    def settle(self, v1: int, stats: LoadStats, *, quiet_s: float = 3.0, timeout: float = 30.0) -> float | None:
+        """When v1 answered last, once the background clients have seen only newer versions for ``quiet_s``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = stats.last_seen.get(v1)
+            if last is not None and time.time() - last > quiet_s:
+                return last
+            time.sleep(0.25)
+        return None
+
+    def retrain_and_canary_under_load(self, v1: int, decided_at: float) -> int:
+        """Keep clients busy from the retrain decision until v2, promoted by the canary's verdict, answers alone."""
+        stats = LoadStats()
+        with self.background_load(stats):
+            v2 = self.retrain_to_canary(v1, stats)
+            self.canary_phase(v1, v2, stats)
+        self.swap.update(requests=stats.sent, failed=stats.failed, errors=stats.errors,
+                         p50_ms=round(stats.percentile(0.5), 1), p99_ms=round(stats.percentile(0.99), 1),
+                         decision_to_canary_s=round(self.swap["canary_started_at"] - decided_at, 1),
+                         responses_by_version=stats.versions)
+        if stats.failed:
+            raise DemoFailed(f"{stats.failed} requests failed across the canary and the swap: {stats.errors}")
+        return v2
 
     # -- the run ------------------------------------------------------------------------------------------
 
@@ -399,7 +477,7 @@ class Demo:
                     notes.append(f"{self.gateway}/v1/models/{self.model}/predict answers with v{v1}")
                 self.steady_phase()
                 _, decided_at = self.drift_phase()
-                self.retrain_under_load(v1, decided_at)
+                self.retrain_and_canary_under_load(v1, decided_at)
             ok = True
         except Exception:
             self.console.print_exception(max_frames=8)

@@ -1,7 +1,8 @@
 """The whole loop, as the README's main command runs it, on a copy of the churn example, on free ports.
 
-Drift is injected, the monitor's Prefect event starts the retrain deployment on the worker, v2 is
-promoted, and the gateway answers with v2 while clients keep sending requests: none may fail.
+Drift is injected, the monitor's Prefect event starts the retrain deployment on the worker, v2 goes out
+as the canary, the canary flow's verdict promotes it on labelled traffic, and the gateway answers with v2
+while clients keep sending requests: none may fail.
 The demo runs in its own process, as a user runs it, so that its Ray cluster is not this session's.
 
 Then the web console is opened in a real headless Chromium on the registry the demo's flows filled: a person's
@@ -72,12 +73,34 @@ def test_demo_runs_the_whole_loop(demo: DemoRun) -> None:
     swap = summary["swap"]
     assert (swap["from_version"], swap["to_version"]) == (1, 2)
     assert swap["failed"] == 0 and swap["requests"] > 100
-    assert swap["promotion_to_first_v2_response_s"] is not None and swap["promotion_to_first_v2_response_s"] < 2.0
+    # v2 went out as the canary and the canary flow's verdict promoted it; then v1 stopped answering
+    assert swap["verdict"] == "promote" and swap["canary_looks"] >= 1, swap
+    assert swap["labelled"]["canary"] >= 100 and swap["labelled"]["production"] >= 100, swap
+    assert swap["promotion_to_last_v1_response_s"] is not None and swap["promotion_to_last_v1_response_s"] < 5.0
 
     versions = {v["version"]: v for v in summary["versions"]}
     assert versions[2]["aliases"] == ["production"]
     assert versions[2]["flow_run_id"], "v2 must record the retrain flow run that made it"
     assert versions[2]["holdout_metric"] > versions[2]["production_holdout_metric"]
+
+
+def test_the_audit_log_tells_the_canarys_story(demo: DemoRun) -> None:
+    """Retrained v2 started as the canary, then the canary flow's verdict (with its report) promoted it."""
+    from registry import Registry
+
+    registry = Registry.from_url(f"sqlite:///{demo.home / 'registry.db'}", str(demo.home / "artifacts"),
+                                 notify=False)
+    try:
+        story = [(e.action, e.alias, e.to_version, e.actor.split("/")[0])  # "retrain/<run>" -> "retrain"
+                 for e in registry.history("churn", version=2)]
+        report = registry.get_report(demo.summary["swap"]["verdict_report_id"])
+    finally:
+        registry.close()
+    started, verdict, promoted, ended = (story.index(step) for step in (
+        ("promote", "canary", 2, "retrain"), ("canary_verdict", "canary", 2, "canary-flow"),
+        ("promote", "production", 2, "canary-flow"), ("delete_alias", "canary", None, "canary-flow")))
+    assert started < verdict < promoted < ended, story
+    assert report.kind == "canary" and report.decision == "promote" and report.performance["bound"]["lower"] > 0
 
 
 def test_the_stack_serves_the_console_with_the_demos_models(demo: DemoRun) -> None:
