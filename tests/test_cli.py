@@ -52,9 +52,25 @@ def test_promote_and_rollback(populated: Registry) -> None:
     assert populated.history("churn")[-1].action == "rollback"
 
 
+def test_a_canary_is_started_widened_and_ended_from_the_cli(populated: Registry) -> None:
+    started = invoke("canary", "start", "churn", "2", "--share", "0.2", "--reason", "retrained")
+    assert started.exit_code == 0 and "v2" in started.stdout and "20%" in started.stdout
+    assert populated.aliases("churn") == {"canary": 2, "production": 1} and populated.canary_share("churn") == 0.2
+    widened = invoke("canary", "share", "churn", "0.5", "--reason", "looks fine")
+    assert widened.exit_code == 0 and "20% → 50%" in widened.stdout
+    ended = invoke("canary", "end", "churn", "--promote", "--reason", "by hand")
+    assert ended.exit_code == 0 and "promoted to production" in ended.stdout
+    assert populated.aliases("churn") == {"production": 2}
+    assert [e.action for e in populated.history("churn")[-5:]] == [
+        "promote", "canary_share", "canary_verdict", "promote", "delete_alias"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (("canary", "start", "churn", "1"), "already production"),
+        (("canary", "start", "churn", "2", "--share", "1.5"), "canary share must be in (0, 1]"),
+        (("canary", "end", "churn", "--rollback"), "has no canary to conclude"),
         (("models", "show", "nope"), "model 'nope' not found"),
         (("models", "show", "churn:7"), "version 7 of model 'churn' not found"),
         (("models", "promote", "churn", "7"), "version 7 of model 'churn' not found"),
