@@ -1,4 +1,5 @@
-"""The web console: the registry and the monitor's history as pages, and promote/rollback behind the admin token.
+"""The web console: the registry, the monitor's history and canary verdicts as pages, and promote/rollback
+behind the admin token.
 
 Server-rendered HTML (Jinja2) with inline SVG charts (:mod:`console.charts`) and one stylesheet served by the
 package: a page is one response, works with no internet access and needs no build step. Reads go through
@@ -48,6 +49,9 @@ def _environment() -> Environment:
     env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
     env.filters["short"] = lambda s: (s[:12] + "…") if isinstance(s, str) and len(s) > 13 else (s or "-")
     env.filters["pct"] = lambda v: f"{v:.0%}" if isinstance(v, (int, float)) else "-"
+    env.filters["percent"] = lambda v: f"{v * 100:.3g}%" if isinstance(v, (int, float)) else "-"
+    env.filters["signed"] = lambda v: f"{v:+.4g}" if isinstance(v, (int, float)) else "-"
+    env.filters["count"] = lambda v: f"{v:,}" if isinstance(v, int) else "-"
     env.filters["picture"] = charts.picture
     env.globals["urlencode"] = urlencode
     return env
@@ -184,11 +188,14 @@ def create_app(console: Console | None = None) -> FastAPI:
         if event:
             found = [e for e in reg.history(name, limit=20) if str(e.id) == event]
             notice = found[0] if found else None
+        aliases = reg.alias_rows(name)
+        canary_reports = pages.canary_reports(reg, name)
         return state.render(
-            request, "model.html", model=model, aliases=reg.alias_rows(name), versions=versions, pager=pager,
+            request, "model.html", model=model, aliases=aliases, versions=versions, pager=pager,
             by_version=pages.aliases_by_version(reg, name), filter=filter, headline=pages.headline_metric,
             runs=reg.list_runs(name, limit=10), report=reg.latest_report(name), notice=notice,
-            replicas=pages.replicas_of(reg, name, state.settings.gateway_heartbeat_s))
+            replicas=pages.replicas_of(reg, name, state.settings.gateway_heartbeat_s),
+            canary=pages.canary_box(reg, name, aliases, canary_reports), canary_reports=canary_reports)
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
     def version_page(request: Request, name: str, version: str) -> HTMLResponse:
@@ -253,6 +260,8 @@ def create_app(console: Console | None = None) -> FastAPI:
         if not (report_id.isascii() and report_id.isdigit()):
             raise NotFound(f"monitoring report {report_id!r} not found: reports are numbers")
         report = state.registry.get_report(int(report_id))
+        if report.kind == "canary":  # a verdict on a canary: its evidence, no drift
+            return state.render(request, "canary_report.html", report=report, **pages.canary_view(report))
         features = (report.drift or {}).get("features") or {}
         return state.render(request, "report.html", report=report, features=features,
                             unscored=(report.drift or {}).get("unscored") or [],

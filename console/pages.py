@@ -3,7 +3,8 @@
 Every read goes through :class:`registry.Registry`, so the console sees what the CLI and the flows see, on
 SQLite or PostgreSQL alike. Pages read a page of rows, not a model's whole history: the versions table,
 the leaderboard, the reports and the audit log are paged; the charts read every report's headline
-numbers only (``Registry.report_series``), never the per-feature detail.
+numbers only (``Registry.report_series``), never the per-feature detail. A model's canary reads its share,
+the last few events of its alias and its latest reports (kind ``canary``), a few rows each.
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from console.charts import Point
 from registry import Registry
-from registry.api import TRIAL_SORTS
+from registry.api import CANARY, PRODUCTION, TRIAL_SORTS
 from registry.errors import RegistryError
-from registry.models import ModelVersion, Trial
+from registry.models import ModelAlias, ModelVersion, MonitoringReport, Trial
 
 VERSIONS_PER_PAGE = 50
 TRIALS_PER_PAGE = 100
 REPORTS_PER_PAGE = 50
 EVENTS_PER_PAGE = 100
 REPLICA_GONE_AFTER_HEARTBEATS = 3
+CANARY_REPORTS_SHOWN = 10
+"""Canary reports on the model page, newest first: the current canary's latest looks and past verdicts."""
+CANARY_EVENTS_READ = 50
+"""Newest events of the canary alias read to find when the current canary started; past them (a canary
+whose share changed dozens of times) the alias row's last move says the same."""
 
 LINEAGE_FIELDS = ("flavor", "status", "feature_service", "training_set_uri", "training_set_sha256", "code_version",
                   "flow_run_id", "training_run_id", "artifact_sha256", "created_at")
@@ -188,3 +195,82 @@ def parse_versions(values: Sequence[str]) -> list[int]:
     if len(out) < 2:
         raise BadRequest("pick two or more versions to compare (?v=1&v=2)", field="v")
     return out
+
+
+# -- canary ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CanaryBox:
+    """The model's running canary: its version, share of requests, start, and its latest look (a report on
+    this canary since it started; None before the canary flow first judged it)."""
+
+    version: int
+    share: float | None
+    since: datetime | None
+    latest: MonitoringReport | None
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without a zone; they are UTC."""
+    return stamp.replace(tzinfo=UTC) if stamp is not None and stamp.tzinfo is None else stamp
+
+
+def canary_reports(registry: Registry, name: str) -> list[MonitoringReport]:
+    """The model's latest canary reports, newest first."""
+    return registry.reports(name, kind="canary", limit=CANARY_REPORTS_SHOWN)
+
+
+def canary_box(registry: Registry, name: str, aliases: Sequence[ModelAlias],
+               reports: Sequence[MonitoringReport]) -> CanaryBox | None:
+    """The running canary of ``name`` (None when it has none), from its alias rows and its latest canary
+    ``reports`` (newest first, as :func:`canary_reports` reads them).
+
+    It began at the newest ``promote`` event of the canary alias to its version (what the canary flow judges
+    from); a version restarted as the canary begins again, so an older report on the same version is not
+    this canary's look."""
+    row = next((a for a in aliases if a.alias == CANARY), None)
+    if row is None:
+        return None
+    since = None
+    for event in reversed(registry.history(name, alias=CANARY, limit=CANARY_EVENTS_READ)):
+        if event.action == "promote" and event.to_version == row.version:
+            since = _utc(event.created_at)
+            break
+    since = since or _utc(row.updated_at)
+    latest = next((r for r in reports if r.version == row.version
+                   and (since is None or (_utc(r.created_at) or since) >= since)), None)
+    return CanaryBox(version=row.version, share=registry.canary_share(name), since=since, latest=latest)
+
+
+def _side_value(mapping: Any, side: str) -> Any:
+    return mapping.get(side) if isinstance(mapping, dict) else None
+
+
+def canary_view(report: MonitoringReport) -> dict[str, Any]:
+    """A canary report's evidence laid out for its page: both sides' numbers, the confidence sequence, the
+    guardrails and the policy, each tolerant of a key an older report lacks (shown as "-")."""
+    perf = report.performance or {}
+    guard = perf.get("guardrails") or {}
+    stats = guard.get("sides") or {}
+    policy = perf.get("policy") or {}
+    bound = perf.get("bound") or {}
+    versions = {CANARY: perf.get("canary_version", report.version),
+                PRODUCTION: perf.get("production_version")}
+    sides = []
+    for side in (CANARY, PRODUCTION):
+        numbers = stats.get(side) or {}
+        sides.append({
+            "side": side, "version": versions[side], "labelled": _side_value(perf.get("labelled"), side),
+            "served_rows": _side_value(perf.get("served_rows"), side),
+            "mean": _side_value(perf.get("mean"), side), "requests": numbers.get("requests"),
+            "errors": numbers.get("errors"), "error_rate": numbers.get("error_rate"),
+            "p99_ms": numbers.get("p99_ms"), "rows": numbers.get("rows"),
+        })
+    alpha = bound.get("alpha", policy.get("alpha"))
+    level = f"{100 * (1 - alpha):g}%" if isinstance(alpha, (int, float)) else None
+    evidence = perf.get("evidence") or {}
+    return {"perf": perf, "sides": sides, "bound": bound, "level": level, "guardrails": guard,
+            "breached": list(guard.get("breached") or []), "policy": policy, "metric": perf.get("metric"),
+            "margin": policy.get("margin", evidence.get("margin")), "evidence": evidence,
+            "production_version": versions[PRODUCTION], "canary_version": versions[CANARY]}

@@ -4,7 +4,9 @@ its benchmark (``bench/bench_console.py``) read.
 Each version has a training run with trials, a real scikit-learn artifact, lineage fields, metrics and tags
 as the training flow writes them; reports carry per-feature scores and pictures as the monitor writes them.
 The numbers are synthetic but shaped like the real thing; the real thing (the demo's registry, which the
-flows filled) is what the browser tests open.
+flows filled) is what the browser tests open. A canary (:func:`start_canary_story`, :func:`canary_look`) is
+judged by the delivery package's own rules (confidence sequence, guardrails, verdict) on synthetic scores
+and requests, and its reports and audit events are written as the canary flow writes them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from registry import Registry
 from registry.models import MonitoringReport
@@ -141,3 +144,100 @@ def fill(registry: Registry, *, model: str = "console_model", versions: int = 20
         report_ids.append(report.id)  # type: ignore[arg-type]
     return Filled(model=model, versions=versions, trials=trials, reports=reports, big_run_id=big_run_id,
                   report_ids=report_ids)
+
+
+# -- a canary ----------------------------------------------------------------------------------------------
+
+CANARY_ACTOR = "canary-flow"
+
+
+@dataclass(frozen=True)
+class CanaryStory:
+    model: str
+    production: int
+    canary: int
+    share: float
+
+
+def start_canary_story(registry: Registry, *, model: str = "canary_model", reports: int = 0,
+                       share: float = 0.3) -> CanaryStory:
+    """Two versions with production on v1 and v2 out as the canary: started on a tenth of requests, then
+    raised to ``share`` (a ``canary_share`` event). ``reports`` monitoring reports as :func:`fill` writes."""
+    fill(registry, model=model, versions=2, trials=4, reports=reports)  # production v2, staging v1
+    registry.rollback(model, reason="v2 goes out as a canary first", actor="fill")
+    registry.start_canary(model, 2, share=0.1, reason="retrained v2 on a tenth of requests", actor="retrain")
+    registry.set_canary_share(model, share, reason="no error in the first hour", actor="ops")
+    return CanaryStory(model=model, production=1, canary=2, share=share)
+
+
+def _requests(rng: random.Random, start: datetime, canary_errors: float) -> object:
+    """Ten minutes in which both sides served: production 14 requests a minute, the canary 6."""
+    import pandas as pd
+
+    rows = []
+    start = start.replace(second=0, microsecond=0)  # whole minutes: every request in a minute both served
+    for minute in range(10):
+        for role, count, errors in (("production", 14, 0.0), ("canary", 6, canary_errors)):
+            for i in range(count):
+                rows.append({"timestamp": start + timedelta(minutes=minute, seconds=i), "role": role,
+                             "latency_ms": rng.uniform(2.0, 9.0),
+                             "status": 500 if rng.random() < errors else 200,
+                             "rows": 1, "model_version": 2 if role == "canary" else 1})
+    return pd.DataFrame(rows)
+
+
+LOOKS = {  # labelled rows (canary, production), accuracy of each side, share of the canary's requests failing
+    "continue": ((1, 12), (0.9, 0.8), 0.0),
+    "promote": ((900, 2100), (0.93, 0.8), 0.0),
+    "rollback": ((30, 70), (0.8, 0.8), 0.25),
+}
+
+
+def canary_look(registry: Registry, story: CanaryStory, verdict: Literal["continue", "promote", "rollback"],
+                *, seed: int = 0) -> int:
+    """One look of the canary flow at ``story``'s canary, on numbers that give ``verdict``: the report (kind
+    ``canary``, its evidence in ``performance``) and, for a final verdict, ``Registry.end_canary`` with the
+    verdict's details. Returns the report's id."""
+    import numpy as np
+
+    from flows.delivery.guardrails import check_guardrails
+    from flows.delivery.policy import CanaryPolicy
+    from flows.delivery.sequential import Arm, confidence_sequence
+    from flows.delivery.verdict import decide
+
+    rng = random.Random(seed)
+    (n_canary, n_production), (p_canary, p_production), canary_errors = LOOKS[verdict]
+    policy = CanaryPolicy()
+    started = next(e.created_at for e in reversed(registry.history(story.model, alias="canary", limit=20))
+                   if e.action == "promote" and e.to_version == story.canary)
+    started = started if started.tzinfo else started.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    scores = {"canary": np.array([float(rng.random() < p_canary) for _ in range(n_canary)]),
+              "production": np.array([float(rng.random() < p_production) for _ in range(n_production)])}
+    bound = confidence_sequence(Arm.of(scores["canary"]), Arm.of(scores["production"]), alpha=policy.alpha,
+                                planned_labels=policy.planned_labels)
+    guardrails = check_guardrails(_requests(rng, started, canary_errors), policy)  # type: ignore[arg-type]
+    decided = decide(bound, guardrails, policy, started_at=started, now=now, metric="accuracy")
+    assert decided.action == verdict, decided
+    served = {"canary": 3 * n_canary + 5, "production": 3 * n_production + 11}
+    performance = {
+        "metric": "accuracy", "production_version": story.production, "canary_version": story.canary,
+        "share": registry.canary_share(story.model),
+        "labelled": {"canary": n_canary, "production": n_production},
+        "served_rows": served,
+        "mean": {side: float(np.mean(v)) if len(v) else None for side, v in scores.items()},
+        "bound": bound.to_json(), "guardrails": guardrails.to_json(), "evidence": decided.evidence,
+        "policy": policy.model_dump(mode="json"), "note": "",
+    }
+    report = registry.record_report(MonitoringReport(
+        model_name=story.model, kind="canary", version=story.canary, window_start=started, window_end=now,
+        n_rows=sum(served.values()), n_labelled=n_canary + n_production, status="ok", performance=performance,
+        decision=decided.action, reason=decided.reason,
+        flow_run_id=f"{seed:08x}-1111-4000-8000-000000000000"))
+    if decided.final:
+        details = {"report_id": report.id, "metric": "accuracy", "bound": bound.to_json(),
+                   "guardrails": guardrails.breached, "production_version": story.production}
+        registry.end_canary(story.model, promote=verdict == "promote", actor=CANARY_ACTOR, details=details,
+                            reason=f"canary verdict (report {report.id}): {decided.reason}",
+                            version=story.canary)
+    return report.id  # type: ignore[return-value]

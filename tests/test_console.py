@@ -3,7 +3,8 @@
 The browser tests (``tests/test_e2e_demo.py``) open the same pages in Chromium on the registry the demo's
 flows filled; these read a registry filled through the ``Registry`` API (``tests/console_data.py``) and check
 each page's content, the 404 and 503 pages, and that promote and rollback need the admin token, go through
-the registry and land in the audit log with their actor.
+the registry and land in the audit log with their actor. A canary's pages read a story written as the canary
+flow writes it: its reports (kind ``canary``) and the registry calls of its verdict.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from console.app import Console, create_app
 from console.server import ConsoleExposureError, check_exposure
 from core.settings import Settings
 from registry import Registry
-from tests.console_data import Filled, fill
+from tests.console_data import Filled, canary_look, fill, start_canary_story
 
 TOKEN = "console-admin-token"
 
@@ -275,3 +276,133 @@ def test_text_from_the_registry_is_shown_as_text_never_as_markup(registry: Regis
         for raw in (hostile, "<img src=x", "<b>x</b>", "<i>me</i>"):
             assert raw not in html, (url, raw)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/models/plain").text
+
+
+def _row(html: str, marker: str) -> str:
+    """The text of the first table row that holds ``marker`` (an attribute such as ``data-action="x"``)."""
+    found = [row for row in re.findall(r"<tr[^>]*>.*?</tr>", html, re.S) if marker in row]
+    assert found, marker
+    return _text(found[0]).strip()
+
+
+def _cells(html: str, row: str) -> list[str]:
+    """The canary and production cells of one row of a canary report's sides table."""
+    cells = re.findall(r'<td data-side="\w+">(.*?)</td>', _raw_row(html, row), re.S)
+    return [_text(c).strip() for c in cells]
+
+
+def _raw_row(html: str, row: str) -> str:
+    found = re.search(rf'<tr data-row="{row}">(.*?)</tr>', html, re.S)
+    assert found, row
+    return found.group(1)
+
+
+def test_a_canary_shows_its_share_its_looks_and_its_verdict(any_registry: Registry, tmp_path: Path) -> None:
+    registry = any_registry
+    story = start_canary_story(registry, reports=3)  # production v1, canary v2 on 30% of requests
+    name = story.model
+    client = _client(registry, tmp_path)
+    started = [e for e in registry.history(name, alias="canary") if e.action == "promote"][-1]
+
+    first = canary_look(registry, story, "continue")
+    model = client.get(f"/models/{name}").text
+    assert re.search(r'data-canary="version"><a href="/models/canary_model/versions/2">v2<', model)
+    assert 'data-canary="share">30%<' in model
+    assert f'data-canary="since">{started.created_at:%Y-%m-%d %H:%M:%S}<' in model
+    latest = _row(model, 'data-canary="latest"')
+    assert f'href="/reports/{first}"' in model and "continue" in latest and f"report {first}" in latest
+    assert "waiting for labels: 1 canary and 12 production labelled rows" in _text(model)
+    assert "1 canary · 12 production" in _row(model, f'data-report="{first}"')
+
+    looking = client.get(f"/reports/{first}").text
+    assert "Canary report" in looking and "decision-continue" in looking
+    assert _cells(looking, "labelled") == ["1", "12"] and _cells(looking, "requests") == ["60", "140"]
+    assert "unbounded" in _row(looking, 'data-bound="lower"')
+    assert "unbounded" in _row(looking, 'data-bound="upper"')
+    assert 'class="features"' not in looking and "Drift" not in looking  # a verdict has no drift section
+
+    second = canary_look(registry, story, "promote")
+    events_before = len(registry.history(name))
+    report = registry.get_report(second)
+    perf = report.performance
+    verdict = client.get(f"/reports/{second}").text
+    heading = _text(verdict[verdict.index("<h1>"):verdict.index("</h1>")])
+    assert "promote" in heading and "canary better: accuracy difference" in _text(verdict)
+    assert _cells(verdict, "version") == ["v2", "v1"]
+    assert _cells(verdict, "labelled") == ["900", "2,100"]
+    assert _cells(verdict, "mean") == [f"{perf['mean']['canary']:.4g}", f"{perf['mean']['production']:.4g}"]
+    sides = perf["guardrails"]["sides"]
+    assert _cells(verdict, "p99_ms") == [f"{sides[side]['p99_ms']:.4g}" for side in ("canary", "production")]
+    assert _cells(verdict, "errors") == ["0", "0"] and _cells(verdict, "error_rate") == ["0%", "0%"]
+    bound = perf["bound"]
+    assert bound["lower"] > 0 and _row(verdict, 'data-bound="lower"') == f"Lower {bound['lower']:+.4g}"
+    assert _row(verdict, 'data-bound="upper"') == f"Upper {bound['upper']:+.4g}"
+    assert _row(verdict, 'data-bound="planned_labels"') == "Planned labels 2,000"
+    assert "95% confidence sequence" in _text(verdict) and "none breached" in verdict
+    assert _row(verdict, "min_labels") == "min_labels 100"
+    assert _row(verdict, "max_duration") == "max_duration 2d"
+    assert "30% of requests" in _text(verdict)
+    flow_run = "00000000-1111-4000-8000-000000000000"
+    assert re.search(rf'class="flow-run" href="http[^"]+/runs/flow-run/{flow_run}"', verdict)
+    for v in (1, 2):
+        assert f'href="/models/{name}/versions/{v}"' in verdict
+
+    concluded = client.get(f"/models/{name}").text
+    assert "data-canary=" not in concluded, "the verdict ended the canary"
+    assert re.findall(r'<tr data-report="(\d+)" data-decision="(\w+)"', concluded) == [
+        (str(second), "promote"), (str(first), "continue")]  # history stays, newest first
+    assert "no canary runs now" in concluded
+
+    audit = client.get(f"/models/{name}/audit").text
+    assert "share 10% → 30%" in _row(audit, 'data-action="canary_share"')
+    ruling = _row(audit, 'data-action="canary_verdict"')
+    assert "verdict promote" in ruling and f"report {second}" in ruling and "no guardrail breached" in ruling
+    assert f'href="/reports/{second}"' in audit
+    assert f"[{bound['lower']:+.4g}, {bound['upper']:+.4g}]" in ruling
+    assert "alias removed" in _row(audit, 'data-action="delete_alias"')
+    assert "{" not in _text(audit), "no event's details shown as a raw dict"
+
+    monitoring = client.get(f"/models/{name}/monitoring").text  # the charts and table are the monitor's only
+    assert re.search(r'id="drift-chart"[^>]*data-points="3"', monitoring)
+    assert re.search(r'id="performance-chart"[^>]*data-points="3"', monitoring)
+    assert f"/reports/{first}" not in monitoring and f"/reports/{second}" not in monitoring
+    assert f"/reports/{second}" not in client.get("/").text  # "last monitoring" is the monitor's
+    assert len(registry.history(name)) == events_before, "reading pages must write nothing"
+
+
+def test_a_restarted_canary_waits_for_its_own_look_and_a_guardrail_rollback_reads_well(
+        registry: Registry, tmp_path: Path) -> None:
+    story = start_canary_story(registry)
+    name = story.model
+    client = _client(registry, tmp_path)
+    canary_look(registry, story, "continue")
+    registry.start_canary(name, 2, share=0.05, reason="restart on a smaller share", actor="ops")
+    model = client.get(f"/models/{name}").text
+    assert 'data-canary="share">5%<' in model
+    latest = _row(model, 'data-canary="latest"')
+    assert "not judged yet since it started" in latest  # the earlier canary's look is not this one's
+
+    rolled = canary_look(registry, story, "rollback")
+    page = client.get(f"/reports/{rolled}").text
+    assert "decision-rollback" in page and "canary breached a guardrail: error rate" in _text(page)
+    breached = re.search(r'<ul class="breached">(.*?)</ul>', page, re.S)
+    assert breached and "more than 2 points above" in _text(breached.group(1))
+    audit = client.get(f"/models/{name}/audit").text
+    assert "verdict rollback" in _row(audit, 'data-action="canary_verdict"')
+    assert "guardrails breached: error rate" in _row(audit, 'data-action="canary_verdict"')
+    assert "alias removed" in _row(audit, 'data-action="rollback"')
+    assert "data-canary=" not in client.get(f"/models/{name}").text
+
+    hostile = "<script>alert(1)</script>"
+    report = registry.get_report(rolled)
+    perf = report.performance
+    registry.update_report(rolled, reason=hostile, performance={  # type: ignore[arg-type]
+        **perf, "note": hostile, "metric": hostile, "policy": {**perf["policy"], hostile: hostile},
+        "guardrails": {**perf["guardrails"], "breached": [hostile]}})
+    registry.record_event(name, "note", reason=hostile, actor=hostile,
+                          details={hostile: [hostile], "x": hostile})
+    registry.set_canary_share(name, 0.2, reason=hostile, actor=hostile)
+    for url in (f"/reports/{rolled}", f"/models/{name}", f"/models/{name}/audit"):
+        html = client.get(url).text
+        assert hostile not in html, url
+        assert "&lt;script&gt;" in html, url
