@@ -44,6 +44,9 @@ class StubManager:
     def current(self, name: str, alias: str | None = None) -> LoadedModel | None:
         return self.model if alias is None else None
 
+    def canary(self, name: str) -> tuple[LoadedModel, float] | None:
+        return None  # batching is about one version: no canary splits the requests
+
 
 def make(**config: Any) -> tuple[ModelService, CountingPredictor]:
     predictor = CountingPredictor()
