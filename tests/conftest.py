@@ -1,5 +1,6 @@
-"""Shared fixtures: an isolated ESTEIRA_HOME per test, one local Ray per session, fresh PostgreSQL
-databases, and Redis. Tests that need PostgreSQL or Redis skip with the reason when the service is absent."""
+"""Shared fixtures: an isolated ESTEIRA_HOME per test, one local Ray and one temporary Prefect server per
+session, fresh PostgreSQL databases, and Redis. Tests that need PostgreSQL or Redis skip with the reason when
+the service is absent."""
 
 from __future__ import annotations
 
@@ -117,6 +118,55 @@ def ray_local() -> Iterator[None]:
     except Exception:  # noqa: BLE001 - serve may never have started
         pass
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary Prefect server on SQLite for the whole session, started by the first test that asks for
+    it (through :func:`prefect_harness`); its API URL.
+
+    The server ``prefect.testing.utilities.prefect_test_harness`` starts, without the harness itself: for as
+    long as it runs, the harness also points process-wide state at its server (Prefect's global settings
+    context, PrefectHQ/prefect#15818, and the default ephemeral server, #21544), which for a whole session
+    would reach every later test, the ones that start a real stack or check what happens with no server
+    included. Starting it (mostly migrating a fresh database) took 7-15 s per module on 2 cores
+    (``pytest tests/test_monitor.py --durations=0``, the harness fixture's setup line).
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
+
+    from tests.prefect_stack import free_port
+
+    database = tmp_path_factory.mktemp("prefect-server") / "prefect.db"
+    server = SubprocessASGIServer(port=free_port())
+    database_url = {PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}"}
+    try:
+        with temporary_settings(updates=database_url):  # the server starts with this process's settings
+            server.start(timeout=90)  # a migration waiting for a busy CPU, not a hung server
+        yield server.api_url
+    finally:
+        server.stop()  # also a server that did not answer in time
+
+
+@pytest.fixture
+def prefect_harness(prefect_server: str) -> Iterator[str]:
+    """Prefect pointed at the session's temporary server for this test only; the server's API URL.
+
+    The database is shared by every test that uses it: look runs and artifacts up by the run the test made,
+    never by totals. Prefect's log and event workers are process-wide and keyed without the API URL, so they
+    are drained on the way in and out (as the harness does when it stops): a worker made by another test keeps
+    sending to the server that test saw.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="session")

@@ -318,18 +318,15 @@ def test_materialize_backfills_then_increments_per_view_and_range(fresh_env: Env
     assert online[0]["usage_minutes_7d"] == pytest.approx(last["usage_minutes_7d"])
 
 
-@pytest.mark.slow  # starts a temporary Prefect server (about 20 s here)
-def test_materialize_flow_publishes_figures(fresh_env: Env) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
+@pytest.mark.slow  # runs on the session's temporary Prefect server (the first test to ask starts it)
+def test_materialize_flow_publishes_figures(fresh_env: Env, prefect_harness: str) -> None:
     from flows.materialize import materialize_flow, report_markdown, run_materialize
 
     plain = run_materialize(end=NOW)  # the logic without Prefect
     assert plain["rows_written"] == 2 * N_CUSTOMERS and plain["applied"]["applied"] is False
     assert "online rows written" in report_markdown(plain)
     gen.generate_batch(fresh_env.project.root / "data", batch="recent", n_customers=N_CUSTOMERS, seed=7, now=NOW)
-    with prefect_test_harness(server_startup_timeout=60):
-        report = materialize_flow(views=["customer_activity_daily"], start="-8d")
+    report = materialize_flow(views=["customer_activity_daily"], start="-8d")
     assert list(report["views"]) == ["customer_activity_daily"]
     assert report["views"]["customer_activity_daily"]["rows_written"] == N_CUSTOMERS
     assert report["rows_per_second"] > 0

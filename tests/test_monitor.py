@@ -83,15 +83,6 @@ def production(registry: Any) -> Any:
     return mv
 
 
-@pytest.fixture(scope="module")
-def prefect_harness() -> Any:
-    """A temporary Prefect server and database for this module: no test touches ``~/.prefect``."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
 class FakeRetrainer:
     """Stands in for the in-process retrain run; records what it was asked."""
 
@@ -276,7 +267,7 @@ def test_auto_trigger_without_server_runs_directly(
 
 
 def test_retrain_decision_emits_the_event(
-    prefect_harness: Any,
+    prefect_harness: str,
     registry: Any,
     production: Any,
     asserting_events_worker: Any,  # noqa: F811 - prefect's fixture, imported above
@@ -300,7 +291,7 @@ def test_retrain_decision_emits_the_event(
 
 
 def test_monitor_flow_writes_report_and_prefect_artifacts(
-    prefect_harness: Any, registry: Any, production: Any
+    prefect_harness: str, registry: Any, production: Any
 ) -> None:
     """The Prefect flow end to end on a batch: a completed run, its report and its two artifacts."""
     from prefect.client.orchestration import get_client
@@ -325,6 +316,23 @@ def test_monitor_flow_writes_report_and_prefect_artifacts(
     kinds = {a.key: a for a in artifacts if str(a.flow_run_id) == str(state.state_details.flow_run_id)}
     assert kinds["monitor-churn-mon-drift"].type == "table"
     assert "data:image/png;base64," in kinds["monitor-churn-mon-report"].data
+
+
+def test_the_sessions_prefect_server_is_seen_only_by_tests_that_ask_for_it(
+    request: pytest.FixtureRequest,
+) -> None:
+    """``trigger="auto"`` sends an event wherever Prefect points: after the tests above used the shared test
+    server, this one (which does not ask for ``prefect_harness``) and a thread it starts must not see it."""
+    import threading
+
+    from prefect.settings import get_current_settings
+
+    server = request.getfixturevalue("prefect_server")
+    seen = [get_current_settings().api.url]
+    thread = threading.Thread(target=lambda: seen.append(get_current_settings().api.url))  # no copied context
+    thread.start()
+    thread.join(10)
+    assert len(seen) == 2 and server not in seen
 
 
 def test_gateway_window_uses_logged_profiles_scores_and_feedback(

@@ -133,14 +133,6 @@ def test_garbage_data_stops_at_validation_and_production_is_untouched(registry: 
     assert "spend" in updated.reason and "tenure" in updated.reason
 
 
-@pytest.fixture(scope="module")
-def prefect_harness() -> Any:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
 def feed_retrain(monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame) -> None:
     """Make the retrain flow's training read ``frame`` (instead of Feast) with sequential trials."""
     import flows.retrain as module
@@ -157,7 +149,7 @@ def feed_retrain(monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame) -> None:
 
 
 def test_retrain_flow_ends_failed_on_invalid_data(
-    prefect_harness: Any, registry: Any, spec_file: str, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: str, registry: Any, spec_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Prefect flow reports a rejected retrain as a Failed run (visible in the UI), with the reason."""
     garbage = make_frame(300, 5).assign(tenure="garbage")
@@ -171,7 +163,7 @@ def test_retrain_flow_ends_failed_on_invalid_data(
 
 
 def test_monitor_without_server_runs_the_retrain_flow_in_process(
-    prefect_harness: Any, registry: Any, spec_file: str, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: str, registry: Any, spec_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole continuous-training step: drift -> retrain decision -> the retrain flow run directly
     -> a new version trained on the fresh data -> the report names the run and its outcome."""

@@ -51,7 +51,12 @@ def test_the_cooldown_holds_for_a_started_run_and_only_briefly_for_a_request() -
 @pytest.fixture(scope="module")
 def prefect_with_retrain_trigger() -> Iterator[None]:
     """A temporary Prefect server with the ``retrain/on-drift`` deployment and its event trigger, as
-    ``deployments.yaml`` declares them."""
+    ``deployments.yaml`` declares them.
+
+    Its own server, not the session's (``prefect_harness``): the trigger would turn any retrain request sent
+    to a shared server into a run, and the monitor confirms a request by any run of the retrain flow with the
+    report's id, which the runs other modules make for their own registries' reports (ids from 1) would match.
+    """
     from prefect.events import DeploymentTriggerTypes
     from prefect.testing.utilities import prefect_test_harness
     from pydantic import TypeAdapter
@@ -78,6 +83,9 @@ def test_a_retrain_requested_while_prefect_is_down_is_asked_again_and_confirmed_
     def monitor(now: datetime | None = None) -> Any:
         return run_monitor(MODEL, registry=registry, frame=shifted, trigger="event", policy=POLICY, now=now)
 
+    # Prefect keeps one events worker per client type, not per API URL: the one the registry's own events
+    # (register, promote) started still sends to the live server. Drain it so this pass gets a worker of its own.
+    EventsWorker.drain_all()
     with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):  # nothing listens
         dropped = monitor()
         EventsWorker.drain_all()  # the pass's process ends here: Prefect's events client gives up, event dropped

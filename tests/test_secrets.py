@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
 from pathlib import Path
 
 import pytest
@@ -49,29 +49,23 @@ def test_status_env_does_not_print_the_prefect_database_password(esteira_home: P
     assert "# PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://prefect:***@db/prefect" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
-
 @pytest.mark.slow
 def test_a_flow_run_gets_the_registry_from_the_environment_not_from_its_parameters(
-    prefect_server: None, esteira_home: Path
+    prefect_harness: str, esteira_home: Path
 ) -> None:
     """``--flow --database-url``: the run reads the URL (here a PostgreSQL nobody listens on), fails on it, and
     neither the error line nor the run's stored parameters show the password."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
+    ref = f"churn-{uuid.uuid4().hex[:8]}:1"  # the server is the session's: this run is the one with this ref
     url = f"postgresql+psycopg://alice:{PASSWORD}@127.0.0.1:{free_port()}/reg?connect_timeout=2"
-    result = runner.invoke(app, ["train", "reproduce", "churn:1", "--flow", "--database-url", url],
+    result = runner.invoke(app, ["train", "reproduce", ref, "--flow", "--database-url", url],
                            catch_exceptions=False)
     assert result.exit_code == 1 and "registry database unreachable" in result.stderr
     assert "alice:***@127.0.0.1" in result.stderr and PASSWORD not in result.stdout + result.stderr
     with get_client(sync_client=True) as client:
-        (run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["reproduce"])))
-    assert run.parameters["ref"] == "churn:1" and run.parameters.get("database_url") is None
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["reproduce"])))
+    (run,) = [r for r in runs if r.parameters.get("ref") == ref]
+    assert run.parameters.get("database_url") is None
     assert run.state is not None and run.state.is_failed() and PASSWORD not in str(run.state.message)

@@ -315,11 +315,13 @@ def test_retraining_that_does_not_beat_production_goes_to_staging_with_the_reaso
 
 @pytest.mark.slow
 def test_train_flow_runs_as_a_prefect_flow_with_artifacts(trained: Any, project: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         prefect_harness: str) -> None:
     """The Prefect wrapper: same procedure, tasks, and the artifacts in the run. The registry comes from the
     run's environment (``ESTEIRA_DATABASE_URL``), never from a parameter Prefect would store and show."""
     import yaml
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     from core.settings import get_settings
     from flows.train import train_flow
@@ -328,13 +330,11 @@ def test_train_flow_runs_as_a_prefect_flow_with_artifacts(trained: Any, project:
     spec_path.write_text(yaml.safe_dump({**SPEC, "name": "churn_flow"}))
     monkeypatch.setenv("ESTEIRA_DATABASE_URL", f"sqlite:///{tmp_path / 'flow-registry.db'}")
     get_settings.cache_clear()
-    with prefect_test_harness():
-        state = train_flow(spec=str(spec_path), parallel=False, return_state=True)
-        assert state.is_completed(), state
-        result = state.result()
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            keys = {a.key for a in client.read_artifacts()}
+    state = train_flow(spec=str(spec_path), parallel=False, return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    with get_client(sync_client=True) as client:  # the server is the session's: this run's artifacts only
+        run = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+        keys = {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run))}
     assert result["alias"] == "production"
     assert {"validation-report", "trial-leaderboard", "evaluation"} <= keys
