@@ -29,8 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.project import Project
-from flows.estimators import ESTIMATORS, check_param_names, families
 from flows.delivery.policy import CanaryPolicy
+from flows.estimators import ESTIMATORS, check_param_names, families
 from flows.monitoring.policy import MonitoringPolicy
 from flows.tasks import DEFAULT_METRIC, Task, check_metric
 from registry.names import check_alias, check_model_name

@@ -284,14 +284,8 @@ class ModelService:
             logged = self._after(model, role, rid, columns, outputs, shadow=version is None)
             rows = output_rows(outputs, model.signature.get("classes"))
             result = {"model": model.name, "version": model.version, "request_id": rid, "predictions": rows}
-        except GatewayError as exc:
-            self._count_error(name, route, exc)
-            if model is not None:
-                self._log_request(model, role, rid, started, exc.status_code, 0)
-            raise
-        except Exception:
-            if model is not None:  # the app answers 500
-                self._log_request(model, role, rid, started, 500, 0)
+        except Exception as exc:
+            self._failed(name, route, model, role, rid, started, exc)
             raise
         self._count(model, role, route, rid, started, len(rows), logged)
         return result
@@ -320,14 +314,8 @@ class ModelService:
                       "outputs": [v2_output_tensor(out_name, outputs[out_name],
                                                    classes if out_name == "probabilities" else None)
                                   for out_name in wanted]}
-        except GatewayError as exc:
-            self._count_error(name, route, exc)
-            if model is not None:
-                self._log_request(model, role, rid, started, exc.status_code, 0)
-            raise
-        except Exception:
-            if model is not None:  # the app answers 500
-                self._log_request(model, role, rid, started, 500, 0)
+        except Exception as exc:
+            self._failed(name, route, model, role, rid, started, exc)
             raise
         self._count(model, role, route, rid, started, len(next(iter(columns.values()))), logged)
         return result
@@ -579,6 +567,16 @@ class ModelService:
                 self.inference_log.log_request(request)
         except Exception:  # noqa: BLE001 - logging never fails a prediction
             log.exception("inference log append failed")
+
+    def _failed(self, name: str, route: str, model: LoadedModel | None, role: str, rid: str, started: float,
+                exc: Exception) -> None:
+        """Count a failed request and log it under the version it was routed to (none when routing itself
+        failed): a canary's errors are the guardrail's evidence, whatever the request's status."""
+        status = exc.status_code if isinstance(exc, GatewayError) else 500  # anything else, the app answers 500
+        if isinstance(exc, GatewayError):
+            self._count_error(name, route, exc)
+        if model is not None:
+            self._log_request(model, role, rid, started, status, 0)
 
     def _count_error(self, name: str, route: str, exc: GatewayError) -> None:
         model = name if self.manager.current(name) is not None else "_unknown"  # bound label cardinality
