@@ -351,3 +351,26 @@ def test_a_slower_canary_shows_its_latency_in_the_request_records(
     assert probability[slow] == pytest.approx(1 / (1 + math.exp(-0.5)))
     latency = read_requests("rule", root=str(log_root)).groupby("role")["latency_ms"]
     assert latency.min()["canary"] >= 40 > latency.max()["production"]
+
+
+def test_a_canary_that_crashes_is_a_500_recorded_under_its_role_for_the_guardrail(
+        service: ModelService, registry: Any, versions: list[int], log_root: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that raises (not bad input: the model itself) answers 500, and the request record keeps the
+    status and the canary's role: the error-rate guardrail counts exactly these."""
+    canary = versions[1]
+    registry.start_canary(MODEL, canary, share=1.0)
+    with TestClient(build_app(service), raise_server_exceptions=False) as test_client:
+        reload(test_client)
+        (loaded, _share) = service.manager.canary(MODEL)  # type: ignore[misc]
+
+        def crash(columns: Any) -> Any:
+            raise RuntimeError("the model's own bug")
+
+        monkeypatch.setattr(loaded.predictor, "predict", crash)
+        response = test_client.post(PREDICT, json={"inputs": ROW, "request_id": "boom"})
+        assert response.status_code == 500 and "the model's own bug" not in response.text
+    service.inference_log.flush()  # type: ignore[union-attr]
+    record = read_requests(MODEL, root=str(log_root)).set_index("request_id").loc["boom"]
+    assert (record["status"], record["rows"], record["role"], int(record["model_version"])) == (
+        500, 0, "canary", canary)
