@@ -4,7 +4,7 @@ Every read goes through :class:`registry.Registry`, so the console sees what the
 SQLite or PostgreSQL alike. Pages read a page of rows, not a model's whole history: the versions table,
 the leaderboard, the reports and the audit log are paged; the charts read every report's headline
 numbers only (``Registry.report_series``), never the per-feature detail. A model's canary reads its share,
-the last few events of its alias and its latest reports (kind ``canary``), a few rows each.
+when it started (one audit row) and its latest reports (kind ``canary``).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from console.charts import Point
 from registry import Registry
 from registry.api import CANARY, PRODUCTION, TRIAL_SORTS
 from registry.errors import RegistryError
-from registry.models import ModelAlias, ModelVersion, MonitoringReport, Trial
+from registry.models import ModelAlias, ModelVersion, MonitoringReport, Trial, as_utc
 
 VERSIONS_PER_PAGE = 50
 TRIALS_PER_PAGE = 100
@@ -29,9 +29,6 @@ EVENTS_PER_PAGE = 100
 REPLICA_GONE_AFTER_HEARTBEATS = 3
 CANARY_REPORTS_SHOWN = 10
 """Canary reports on the model page, newest first: the current canary's latest looks and past verdicts."""
-CANARY_EVENTS_READ = 50
-"""Newest events of the canary alias read to find when the current canary started; past them (a canary
-whose share changed dozens of times) the alias row's last move says the same."""
 
 LINEAGE_FIELDS = ("flavor", "status", "feature_service", "training_set_uri", "training_set_sha256", "code_version",
                   "flow_run_id", "training_run_id", "artifact_sha256", "created_at")
@@ -207,13 +204,8 @@ class CanaryBox:
 
     version: int
     share: float | None
-    since: datetime | None
+    since: datetime
     latest: MonitoringReport | None
-
-
-def _utc(stamp: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back without a zone; they are UTC."""
-    return stamp.replace(tzinfo=UTC) if stamp is not None and stamp.tzinfo is None else stamp
 
 
 def canary_reports(registry: Registry, name: str) -> list[MonitoringReport]:
@@ -232,14 +224,8 @@ def canary_box(registry: Registry, name: str, aliases: Sequence[ModelAlias],
     row = next((a for a in aliases if a.alias == CANARY), None)
     if row is None:
         return None
-    since = None
-    for event in reversed(registry.history(name, alias=CANARY, limit=CANARY_EVENTS_READ)):
-        if event.action == "promote" and event.to_version == row.version:
-            since = _utc(event.created_at)
-            break
-    since = since or _utc(row.updated_at)
-    latest = next((r for r in reports if r.version == row.version
-                   and (since is None or (_utc(r.created_at) or since) >= since)), None)
+    since = registry.canary_started_at(name, row.version) or as_utc(row.updated_at)
+    latest = next((r for r in reports if r.version == row.version and as_utc(r.created_at) >= since), None)
     return CanaryBox(version=row.version, share=registry.canary_share(name), since=since, latest=latest)
 
 

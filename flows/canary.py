@@ -92,20 +92,6 @@ class CanaryOutcome:
         return asdict(self)
 
 
-def canary_started_at(registry: Registry, model_name: str, version: int) -> datetime:
-    """When ``version`` last became the canary: the newest ``promote`` event on the canary alias to it."""
-    before: int | None = None
-    while True:
-        events = registry.history(model_name, alias=CANARY, limit=200, before_id=before)
-        for event in reversed(events):
-            if event.action == "promote" and event.to_version == version:
-                stamp = event.created_at
-                return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-        if len(events) < 200:
-            raise LookupError(f"no promote event of {model_name}@{CANARY} to version {version} in the audit log")
-        before = events[0].id
-
-
 def load_state(registry: Registry, model_name: str, *, spec: str | None = None,
                policy: CanaryPolicy | dict[str, Any] | None = None, project: Project | None = None
                ) -> CanaryState | None:
@@ -121,9 +107,12 @@ def load_state(registry: Registry, model_name: str, *, spec: str | None = None,
         resolved = policy
     else:
         resolved = CanaryPolicy.model_validate({**base.model_dump(), **(policy or {})})
+    started_at = registry.canary_started_at(model_name, mv.version)
+    if started_at is None:
+        raise LookupError(f"no promote event of {model_name}@{CANARY} to version {mv.version} in the audit log")
     signature = mv.signature or {}
     return CanaryState(model_name=model_name, canary_version=mv.version, production_version=aliases[PRODUCTION],
-                       started_at=canary_started_at(registry, model_name, mv.version),
+                       started_at=started_at,
                        share=registry.canary_share(model_name), task=task_of(signature),
                        classes=signature.get("classes"), policy=resolved)
 

@@ -47,6 +47,7 @@ from registry.models import (
     TrainingRun,
     Trial,
     WebhookDelivery,
+    as_utc,
     utcnow,
 )
 from registry.names import check_alias, check_model_name
@@ -586,6 +587,18 @@ class Registry:
         with self._unavailable_as_error(), self.read_engine.connect() as connection:
             return connection.execute(
                 select(RegisteredModel.canary_share).where(RegisteredModel.name == name)).scalar_one_or_none()
+
+    def canary_started_at(self, name: str, version: int) -> datetime | None:
+        """When ``version`` last became ``name``'s canary: its newest ``promote`` event on the canary alias
+        (None: it never was). A version restarted as the canary begins again: the canary flow judges the
+        traffic since then, and the console shows it."""
+        query = (select(AuditEvent.created_at)
+                 .where(AuditEvent.model_name == name, AuditEvent.alias == CANARY,
+                        AuditEvent.action == "promote", AuditEvent.to_version == version)
+                 .order_by(AuditEvent.id.desc()).limit(1))  # type: ignore[union-attr]
+        with self._unavailable_as_error(), self.read_engine.connect() as connection:
+            stamp = connection.execute(query).scalar_one_or_none()
+        return None if stamp is None else as_utc(stamp)
 
     def end_canary(self, name: str, *, promote: bool, reason: str = "", actor: str = "unknown",
                    details: dict[str, Any] | None = None, version: int | None = None) -> list[AuditEvent]:

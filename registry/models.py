@@ -18,6 +18,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A timestamp the registry wrote, with its zone: SQLite hands them back naive, and they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _json(**kwargs: Any) -> Any:
     """A JSON column; ``default_factory`` keeps one mutable default per row."""
     return Field(sa_column=Column(JSON, nullable=kwargs.pop("nullable", False)), **kwargs)

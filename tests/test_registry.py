@@ -20,6 +20,7 @@ from registry import (
     RegistryUnavailable,
     UntrustedArtifact,
 )
+from registry.models import AuditEvent, as_utc
 
 SIGNATURE = {"inputs": [{"name": "a", "dtype": "float64"}, {"name": "b", "dtype": "float64"}],
              "outputs": [{"name": "label", "dtype": "int64"}, {"name": "probability", "dtype": "float64"}],
@@ -77,6 +78,29 @@ def test_promote_and_rollback_walk_the_alias_history(registry: Registry) -> None
     moves = [(e.action, e.from_version, e.to_version) for e in registry.history("churn", alias="production")]
     assert moves == [("promote", None, 1), ("promote", 1, 2), ("promote", 2, 3), ("rollback", 3, 2),
                      ("rollback", 2, 1)]
+
+
+def promotes_to_canary(registry: Registry) -> list[AuditEvent]:
+    return [e for e in registry.history("churn", alias="canary") if e.action == "promote"]
+
+
+def test_a_canary_starts_at_its_newest_promote_to_the_canary_alias(registry: Registry) -> None:
+    """``canary_started_at`` is what the canary flow judges from: a share change does not restart a canary,
+    a version started again as the canary does."""
+    for _ in range(2):
+        register(registry)
+    registry.promote("churn", 1, reason="first")
+    assert registry.canary_started_at("churn", 2) is None  # never the canary
+    registry.start_canary("churn", 2, share=0.1, reason="try it")
+    started = registry.canary_started_at("churn", 2)
+    assert started is not None and started.tzinfo is not None  # aware on SQLite too
+    assert started == as_utc(promotes_to_canary(registry)[-1].created_at)
+    registry.set_canary_share("churn", 0.5, reason="wider")
+    assert registry.canary_started_at("churn", 2) == started
+    registry.end_canary("churn", promote=False, reason="back")
+    registry.start_canary("churn", 2, share=0.1, reason="again")
+    restarted = promotes_to_canary(registry)
+    assert len(restarted) == 2 and registry.canary_started_at("churn", 2) == as_utc(restarted[-1].created_at)
 
 
 def test_aliases_are_unique_per_model_and_independent(registry: Registry) -> None:
